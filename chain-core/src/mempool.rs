@@ -1,0 +1,269 @@
+//! The transaction pool: admitted transactions waiting for a block, ordered per sender by nonce,
+//! bounded in count and bytes. Proposals take, sender by sender in order of arrival, each
+//! sender's run of consecutive nonces starting at its next committed nonce.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use parking_lot::Mutex;
+
+use crate::crypto::{Digest, PublicKey};
+use crate::types::SignedTx;
+
+#[derive(Debug, Clone)]
+pub struct MempoolLimits {
+    pub max_txs: usize,
+    pub max_bytes: usize,
+    /// How far ahead of the account's next nonce a transaction may be.
+    pub max_nonce_gap: u64,
+}
+
+impl Default for MempoolLimits {
+    fn default() -> Self {
+        Self {
+            max_txs: 200_000,
+            max_bytes: 256 * 1024 * 1024,
+            max_nonce_gap: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InsertError {
+    #[error("the transaction is already pending")]
+    Duplicate,
+    #[error("another pending transaction already uses nonce {0}")]
+    NonceInUse(u64),
+    #[error("the pool is full")]
+    Full,
+}
+
+struct SenderQueue {
+    /// Next nonce the chain expects from this sender (as of the last commit we saw).
+    next_nonce: u64,
+    txs: BTreeMap<u64, SignedTx>,
+}
+
+#[derive(Default)]
+struct Inner {
+    senders: HashMap<PublicKey, SenderQueue>,
+    /// Senders with pending transactions, in order of arrival (round robin for fairness).
+    order: VecDeque<PublicKey>,
+    ids: HashSet<Digest>,
+    bytes: usize,
+}
+
+pub struct Mempool {
+    limits: MempoolLimits,
+    inner: Mutex<Inner>,
+}
+
+impl Mempool {
+    pub fn new(limits: MempoolLimits) -> Self {
+        Self {
+            limits,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    pub fn limits(&self) -> &MempoolLimits {
+        &self.limits
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.inner.lock().bytes
+    }
+
+    pub fn contains(&self, id: &Digest) -> bool {
+        self.inner.lock().ids.contains(id)
+    }
+
+    /// Whether a new transaction of `size` bytes would fit (checked early, before the
+    /// expensive signature check).
+    pub fn has_room(&self, size: usize) -> bool {
+        let g = self.inner.lock();
+        g.ids.len() < self.limits.max_txs && g.bytes + size <= self.limits.max_bytes
+    }
+
+    /// Pending nonces of a sender, to tell a client what it has in flight.
+    pub fn pending_count(&self, sender: &PublicKey) -> usize {
+        self.inner
+            .lock()
+            .senders
+            .get(sender)
+            .map_or(0, |q| q.txs.len())
+    }
+
+    /// Insert an admitted transaction. `committed_nonce` is the sender's next nonce in
+    /// committed state (already checked by admission).
+    pub fn insert(&self, tx: SignedTx, committed_nonce: u64) -> Result<(), InsertError> {
+        let mut g = self.inner.lock();
+        let size = tx.bytes().len();
+        if g.ids.contains(&tx.id()) {
+            return Err(InsertError::Duplicate);
+        }
+        if g.ids.len() >= self.limits.max_txs || g.bytes + size > self.limits.max_bytes {
+            return Err(InsertError::Full);
+        }
+        let sender = tx.body.sender.clone();
+        let is_new_sender = !g.senders.contains_key(&sender);
+        let q = g.senders.entry(sender.clone()).or_insert(SenderQueue {
+            next_nonce: committed_nonce,
+            txs: BTreeMap::new(),
+        });
+        q.next_nonce = q.next_nonce.max(committed_nonce);
+        if q.txs.contains_key(&tx.body.nonce) {
+            return Err(InsertError::NonceInUse(tx.body.nonce));
+        }
+        q.txs.insert(tx.body.nonce, tx.clone());
+        if is_new_sender {
+            g.order.push_back(sender);
+        }
+        g.ids.insert(tx.id());
+        g.bytes += size;
+        Ok(())
+    }
+
+    /// Transactions for the next proposal: up to `max_txs` / `max_bytes`, each sender's
+    /// consecutive nonces from its next nonce. Does not remove them (commit does).
+    pub fn reap(&self, max_txs: usize, max_bytes: usize) -> Vec<SignedTx> {
+        let g = self.inner.lock();
+        let mut out = Vec::with_capacity(max_txs.min(g.ids.len()));
+        let mut bytes = 0usize;
+        'senders: for s in &g.order {
+            let Some(q) = g.senders.get(s) else { continue };
+            let mut expect = q.next_nonce;
+            for (n, tx) in q.txs.range(q.next_nonce..) {
+                if *n != expect {
+                    break;
+                }
+                if out.len() >= max_txs || bytes + tx.bytes().len() > max_bytes {
+                    break 'senders;
+                }
+                bytes += tx.bytes().len();
+                out.push(tx.clone());
+                expect += 1;
+            }
+        }
+        out
+    }
+
+    /// Whether any transaction could go into a block now.
+    pub fn has_ready(&self) -> bool {
+        let g = self.inner.lock();
+        g.senders
+            .values()
+            .any(|q| q.txs.contains_key(&q.next_nonce))
+    }
+
+    /// Remove committed (or permanently invalid) transactions and advance nonces; also drops
+    /// any transaction of those senders whose nonce is now stale. Returns ids removed as stale.
+    pub fn remove_committed(&self, committed: &[SignedTx]) -> Vec<Digest> {
+        let mut g = self.inner.lock();
+        let mut stale = Vec::new();
+        let mut touched: HashMap<PublicKey, u64> = HashMap::new();
+        for tx in committed {
+            let e = touched.entry(tx.body.sender.clone()).or_insert(0);
+            *e = (*e).max(tx.body.nonce + 1);
+        }
+        for (sender, next) in touched {
+            let mut removed_bytes = 0usize;
+            let mut removed_ids = Vec::new();
+            let empty = if let Some(q) = g.senders.get_mut(&sender) {
+                q.next_nonce = q.next_nonce.max(next);
+                let keep = q.txs.split_off(&q.next_nonce);
+                for (_, tx) in std::mem::replace(&mut q.txs, keep) {
+                    removed_bytes += tx.bytes().len();
+                    removed_ids.push(tx.id());
+                }
+                q.txs.is_empty()
+            } else {
+                false
+            };
+            for id in &removed_ids {
+                g.ids.remove(id);
+            }
+            g.bytes -= removed_bytes;
+            if empty {
+                g.senders.remove(&sender);
+                g.order.retain(|s| s != &sender);
+            }
+            stale.extend(removed_ids);
+        }
+        let committed_ids: HashSet<Digest> = committed.iter().map(|t| t.id()).collect();
+        stale.retain(|id| !committed_ids.contains(id));
+        stale
+    }
+
+    /// Remove specific transactions (e.g. expired ones a proposal left out).
+    pub fn remove(&self, ids: &[Digest]) {
+        let mut g = self.inner.lock();
+        let wanted: HashSet<&Digest> = ids.iter().collect();
+        let mut bytes = 0usize;
+        let mut emptied = Vec::new();
+        for (s, q) in g.senders.iter_mut() {
+            q.txs.retain(|_, tx| {
+                if wanted.contains(&tx.id()) {
+                    bytes += tx.bytes().len();
+                    false
+                } else {
+                    true
+                }
+            });
+            if q.txs.is_empty() {
+                emptied.push(s.clone());
+            }
+        }
+        for id in ids {
+            g.ids.remove(id);
+        }
+        g.bytes -= bytes;
+        for s in emptied {
+            g.senders.remove(&s);
+            g.order.retain(|x| x != &s);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{SigAlg, SigningKey, Suite};
+    use crate::types::build_tx;
+
+    fn tx(k: &SigningKey, nonce: u64) -> SignedTx {
+        build_tx(Suite::Ed25519Sha256, "c", k, nonce, u64::MAX, "notary", "anchor", b"{}".to_vec())
+    }
+
+    #[test]
+    fn reaps_consecutive_nonces_only_and_respects_limits() {
+        let a = SigningKey::from_label(SigAlg::Ed25519, "a");
+        let b = SigningKey::from_label(SigAlg::Ed25519, "b");
+        let pool = Mempool::new(MempoolLimits {
+            max_txs: 5,
+            ..Default::default()
+        });
+        pool.insert(tx(&a, 0), 0).unwrap();
+        pool.insert(tx(&a, 2), 0).unwrap(); // gap: not ready
+        pool.insert(tx(&b, 3), 3).unwrap();
+        pool.insert(tx(&b, 4), 3).unwrap();
+        assert_eq!(pool.insert(tx(&b, 4), 3), Err(InsertError::Duplicate));
+        let reaped = pool.reap(100, usize::MAX);
+        let got: Vec<(bool, u64)> = reaped.iter().map(|t| (t.body.sender == a.public_key(), t.body.nonce)).collect();
+        assert_eq!(got, vec![(true, 0), (false, 3), (false, 4)]);
+        pool.insert(tx(&a, 1), 0).unwrap();
+        assert_eq!(pool.insert(tx(&a, 5), 0), Err(InsertError::Full));
+        let stale = pool.remove_committed(&reaped);
+        assert!(stale.is_empty());
+        assert_eq!(pool.len(), 2);
+        let next = pool.reap(100, usize::MAX);
+        assert_eq!(next.iter().map(|t| t.body.nonce).collect::<Vec<_>>(), vec![1, 2]);
+    }
+}

@@ -1,0 +1,1018 @@
+//! The node: admission into the mempool, block proposal and commit, queries and proofs.
+//! It is the "application" side of the consensus boundary (see `consensus`): an engine asks it
+//! to propose, to check a proposal, and to commit a decided block with its certificate.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Mutex, RwLock};
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::contract::{BlockInfo, ContractRegistry, state_key};
+use crate::crypto::{Digest, HashAlg, PublicKey, Suite, VerifyItem, verify_batch};
+use crate::execution::{self, ExecError, Mode, nonce_key};
+use crate::genesis::Genesis;
+use crate::mempool::{InsertError, Mempool, MempoolLimits};
+use crate::merkle;
+use crate::metrics::Metrics;
+use crate::proof::{Claim, FORMAT, ProofBundle};
+use crate::state::{CommittedView, PreparedState, StateError, StateStore};
+use crate::storage::{BlockWrite, EventRow, Store, StorageError, TxRow};
+use crate::system::{self, KeyRecord, Member, Status};
+use crate::types::{
+    BlockHeader, CommitCertificate, Event, Receipt, SignedTx, TxStatus, ValidatorSet,
+};
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub max_tx_bytes: usize,
+    pub max_block_txs: usize,
+    pub max_block_bytes: usize,
+    /// How far in the future a transaction's expiry may be.
+    pub max_expiry_ms: u64,
+    pub mempool: MempoolLimits,
+    /// Most submissions verified and persisted together by the admission worker.
+    pub admission_batch: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            max_tx_bytes: 64 * 1024,
+            max_block_txs: 20_000,
+            max_block_bytes: 32 * 1024 * 1024,
+            max_expiry_ms: 3600 * 1000,
+            mempool: MempoolLimits::default(),
+            admission_batch: 2048,
+        }
+    }
+}
+
+/// A rejected submission: stable code, human message, HTTP-ish class.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[error("{code}: {message}")]
+pub struct AdmitError {
+    pub code: &'static str,
+    pub message: String,
+    /// Seconds after which a retry may succeed (pool full).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_s: Option<u64>,
+}
+
+impl AdmitError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            retry_after_s: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Tip {
+    pub height: u64,
+    pub hash: Digest,
+    pub time_ms: u64,
+}
+
+/// Outcome of a transaction once it left the pool.
+#[derive(Debug, Clone, Serialize)]
+pub struct TxOutcome {
+    pub tx_id: Digest,
+    pub height: u64,
+    pub index: u32,
+    pub receipt: Receipt,
+}
+
+/// Published to subscribers (SSE) after each commit.
+#[derive(Debug, Clone, Serialize)]
+pub struct CommittedBlock {
+    pub height: u64,
+    pub hash: Digest,
+    pub time_ms: u64,
+    pub tx_count: usize,
+    pub proposer: String,
+    /// (tx id, event) for every event of the block, in order.
+    pub events: Vec<(Digest, Event)>,
+}
+
+/// A proposal built by this node, kept until the engine commits it.
+pub struct Proposed {
+    pub header: BlockHeader,
+    pub txs: Vec<SignedTx>,
+}
+
+struct Prepared {
+    header: BlockHeader,
+    txs: Vec<SignedTx>,
+    receipts: Vec<Receipt>,
+    state: PreparedState,
+}
+
+struct AdmitJob {
+    tx: SignedTx,
+    committed_nonce: u64,
+    reply: oneshot::Sender<Result<(), AdmitError>>,
+}
+
+pub struct ChainInfo {
+    pub chain_id: String,
+    pub suite: Suite,
+    pub genesis_hash: Digest,
+    pub genesis: Genesis,
+}
+
+pub struct Node {
+    pub cfg: NodeConfig,
+    pub info: ChainInfo,
+    pub store: Store,
+    pub state: Arc<StateStore>,
+    pub registry: Arc<ContractRegistry>,
+    pub mempool: Mempool,
+    pub metrics: Metrics,
+    tip: RwLock<Tip>,
+    events: broadcast::Sender<Arc<CommittedBlock>>,
+    waiters: Mutex<HashMap<Digest, Vec<oneshot::Sender<Result<TxOutcome, AdmitError>>>>>,
+    admit_tx: mpsc::Sender<AdmitJob>,
+    new_tx: tokio::sync::Notify,
+    prepared: Mutex<Option<(Digest, Prepared)>>,
+    /// Serialises proposal and commit: one block at a time.
+    block_lock: tokio::sync::Mutex<()>,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn genesis_meta_key() -> &'static str {
+    "genesis"
+}
+
+impl Node {
+    /// Open (or create from `genesis`) the chain in `store`, and start the admission worker.
+    pub async fn open(
+        store: Store,
+        genesis: Genesis,
+        registry: ContractRegistry,
+        cfg: NodeConfig,
+    ) -> Result<Arc<Self>, NodeError> {
+        genesis.validate().map_err(|e| NodeError::Invalid(e.to_string()))?;
+        let suite = genesis.suite;
+        let hash = suite.hash();
+        let registry = Arc::new(registry);
+        let genesis_json = serde_json::to_vec(&genesis).map_err(|e| NodeError::Internal(e.to_string()))?;
+        let (g_writes, mut g_header) = genesis
+            .build(&registry)
+            .map_err(|e| NodeError::Invalid(e.to_string()))?;
+
+        let handle = tokio::runtime::Handle::current();
+        let tip_row = store.tip().await?;
+        let state = Arc::new(StateStore::new(
+            store.clone(),
+            suite,
+            handle,
+            tip_row.as_ref().map(|b| b.height as u64),
+        ));
+
+        let tip = match tip_row {
+            Some(row) => {
+                // The stored genesis must be the one we were given: a node never silently
+                // switches chains.
+                let stored = store.block_by_height(0).await?.ok_or_else(|| {
+                    NodeError::Invalid("database has blocks but no genesis block".into())
+                })?;
+                let st = state.clone();
+                let root = tokio::task::spawn_blocking(move || st.prepare(0, g_writes))
+                    .await
+                    .map_err(|e| NodeError::Internal(e.to_string()))??
+                    .root;
+                g_header.state_root = root;
+                if stored.hash != g_header.hash().bytes.to_vec() {
+                    return Err(NodeError::Invalid(
+                        "the database holds a different chain than this genesis describes".into(),
+                    ));
+                }
+                let header = BlockHeader::decode(&row.header)
+                    .map_err(|e| NodeError::Internal(format!("stored header: {e}")))?;
+                Tip {
+                    height: header.height,
+                    hash: header.hash(),
+                    time_ms: header.time_ms,
+                }
+            }
+            None => {
+                let st = state.clone();
+                let prepared = tokio::task::spawn_blocking(move || st.prepare(0, g_writes))
+                    .await
+                    .map_err(|e| NodeError::Internal(e.to_string()))??;
+                g_header.state_root = prepared.root;
+                let (new_keys, values, nodes) = state.rows(&prepared)?;
+                let set = genesis.validator_set().map_err(|e| NodeError::Invalid(e.to_string()))?;
+                store.put_meta(genesis_meta_key(), &genesis_json).await?;
+                store
+                    .commit_block(&BlockWrite {
+                        height: 0,
+                        hash: g_header.hash().bytes.to_vec(),
+                        header: g_header.encode(),
+                        commit: CommitCertificate {
+                            height: 0,
+                            round: 0,
+                            block_hash: g_header.hash(),
+                            signatures: vec![],
+                        }
+                        .encode(),
+                        validator_set: set.encode(),
+                        time_ms: g_header.time_ms,
+                        txs: vec![],
+                        events: vec![],
+                        new_keys,
+                        values,
+                        nodes,
+                    })
+                    .await?;
+                state.mark_committed(prepared);
+                Tip {
+                    height: 0,
+                    hash: g_header.hash(),
+                    time_ms: g_header.time_ms,
+                }
+            }
+        };
+        let genesis_hash = if tip.height == 0 {
+            tip.hash
+        } else {
+            let g = store
+                .block_by_height(0)
+                .await?
+                .ok_or_else(|| NodeError::Internal("genesis block missing".into()))?;
+            Digest::from_hex(hash, &hex::encode(&g.hash)).map_err(|e| NodeError::Internal(e.to_string()))?
+        };
+
+        let (admit_tx, admit_rx) = mpsc::channel(cfg.admission_batch * 4);
+        let (events, _) = broadcast::channel(1024);
+        let node = Arc::new(Self {
+            mempool: Mempool::new(cfg.mempool.clone()),
+            cfg,
+            info: ChainInfo {
+                chain_id: genesis.chain_id.clone(),
+                suite,
+                genesis_hash,
+                genesis,
+            },
+            store,
+            state,
+            registry,
+            metrics: Metrics::new(),
+            tip: RwLock::new(tip),
+            events,
+            waiters: Mutex::new(HashMap::new()),
+            admit_tx,
+            new_tx: tokio::sync::Notify::new(),
+            prepared: Mutex::new(None),
+            block_lock: tokio::sync::Mutex::new(()),
+        });
+        node.metrics.height.set(node.tip().height as i64);
+        tokio::spawn(admission_worker(Arc::downgrade(&node), admit_rx));
+        node.reload_pending().await?;
+        Ok(node)
+    }
+
+    pub fn hash_alg(&self) -> HashAlg {
+        self.info.suite.hash()
+    }
+
+    pub fn tip(&self) -> Tip {
+        self.tip.read().clone()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<CommittedBlock>> {
+        self.events.subscribe()
+    }
+
+    /// Resolves when a new transaction entered the pool (block producers wait on it).
+    pub async fn tx_arrived(&self) {
+        self.new_tx.notified().await
+    }
+
+    /// Re-admit transactions that were acknowledged before a restart.
+    async fn reload_pending(self: &Arc<Self>) -> Result<(), NodeError> {
+        let rows = self.store.pending_all().await?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut stale = Vec::new();
+        let mut kept = 0usize;
+        for row in rows {
+            let outcome = match SignedTx::decode(&row.raw, self.hash_alg()) {
+                Ok(tx) => self.check_and_admit(tx, now_ms(), true).await,
+                Err(e) => Err(AdmitError::new("malformed", e.to_string())),
+            };
+            match outcome {
+                Ok(()) => kept += 1,
+                Err(e) if e.code == "duplicate" => kept += 1,
+                Err(e) => {
+                    tracing::info!(code = e.code, "dropping pending transaction after restart");
+                    stale.push(row.id);
+                }
+            }
+        }
+        self.store.pending_delete(&stale).await?;
+        tracing::info!(kept, dropped = stale.len(), "reloaded pending transactions");
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- admission
+
+    /// Check and admit a signed transaction. With `wait`, resolves when it is committed
+    /// (or dropped) instead of at admission.
+    pub async fn submit(
+        self: &Arc<Self>,
+        raw: &[u8],
+        wait: Option<Duration>,
+    ) -> Result<Submitted, AdmitError> {
+        let res = self.submit_inner(raw, wait).await;
+        match &res {
+            Ok(_) => {
+                self.metrics.txs_admitted.inc();
+            }
+            Err(e) => self.metrics.reject(e.code),
+        }
+        res
+    }
+
+    async fn submit_inner(self: &Arc<Self>, raw: &[u8], wait: Option<Duration>) -> Result<Submitted, AdmitError> {
+        if raw.len() > self.cfg.max_tx_bytes {
+            return Err(AdmitError::new(
+                "oversized",
+                format!("transaction is {} bytes; the limit is {}", raw.len(), self.cfg.max_tx_bytes),
+            ));
+        }
+        let tx = SignedTx::decode(raw, self.hash_alg()).map_err(|e| AdmitError::new("malformed", e.to_string()))?;
+        let id = tx.id();
+        let waiter = wait.map(|_| {
+            let (s, r) = oneshot::channel();
+            self.waiters.lock().entry(id).or_default().push(s);
+            r
+        });
+        if let Err(e) = self.check_and_admit(tx, now_ms(), false).await {
+            if waiter.is_some() {
+                self.waiters.lock().remove(&id);
+            }
+            return Err(e);
+        }
+        match (waiter, wait) {
+            (Some(rx), Some(d)) => match tokio::time::timeout(d, rx).await {
+                Ok(Ok(Ok(outcome))) => Ok(Submitted::Committed(outcome)),
+                Ok(Ok(Err(e))) => Err(e),
+                _ => Ok(Submitted::Pending(id)),
+            },
+            _ => Ok(Submitted::Pending(id)),
+        }
+    }
+
+    async fn check_and_admit(self: &Arc<Self>, tx: SignedTx, now: u64, restoring: bool) -> Result<(), AdmitError> {
+        let b = &tx.body;
+        if b.chain_id != self.info.chain_id {
+            return Err(AdmitError::new(
+                "wrong_chain",
+                format!("transaction is for chain `{}`, this is `{}`", b.chain_id, self.info.chain_id),
+            ));
+        }
+        if b.sender.alg() != self.info.suite.sig() || tx.signature.alg != self.info.suite.sig() {
+            return Err(AdmitError::new(
+                "wrong_suite",
+                format!("this chain uses the {} suite", self.info.suite),
+            ));
+        }
+        if b.expiry_ms < now {
+            return Err(AdmitError::new("expired", format!("expired at {} (now {now})", b.expiry_ms)));
+        }
+        if b.expiry_ms > now.saturating_add(self.cfg.max_expiry_ms) {
+            return Err(AdmitError::new(
+                "expiry_too_far",
+                format!("expiry may be at most {} ms ahead", self.cfg.max_expiry_ms),
+            ));
+        }
+        self.registry
+            .knows_method(&b.contract, &b.method)
+            .map_err(|(code, msg)| AdmitError::new(code, msg))?;
+        let internal = |e: StateError| AdmitError::new("internal", e.to_string());
+        let key_rec: Option<KeyRecord> = self
+            .read_json(state_key(system::NAME, format!("key/{}", b.sender).as_bytes()))
+            .await
+            .map_err(internal)?;
+        match key_rec {
+            None => {
+                return Err(AdmitError::new(
+                    "not_permitted",
+                    "the sender key is not registered to any member of the consortium",
+                ));
+            }
+            Some(r) if r.status != Status::Active => {
+                return Err(AdmitError::new(
+                    "not_permitted",
+                    format!("the sender key was {:?} at height {}", r.status, r.since_height).to_lowercase(),
+                ));
+            }
+            Some(_) => {}
+        }
+        let committed_nonce: u64 = self.read_json(nonce_key(&b.sender)).await.map_err(internal)?.unwrap_or(0);
+        if b.nonce < committed_nonce {
+            let committed = self
+                .store
+                .tx(&tx.id().bytes)
+                .await
+                .map_err(|e| AdmitError::new("internal", e.to_string()))?
+                .is_some();
+            return Err(if committed {
+                AdmitError::new("duplicate", "this transaction is already committed")
+            } else {
+                AdmitError::new(
+                    "stale_nonce",
+                    format!("nonce {} was already used; the account's next nonce is {committed_nonce}", b.nonce),
+                )
+            });
+        }
+        if b.nonce > committed_nonce + self.cfg.mempool.max_nonce_gap {
+            return Err(AdmitError::new(
+                "future_nonce",
+                format!(
+                    "nonce {} is too far ahead of the account's next nonce {committed_nonce} (max gap {})",
+                    b.nonce, self.cfg.mempool.max_nonce_gap
+                ),
+            ));
+        }
+        if self.mempool.contains(&tx.id()) {
+            return Err(AdmitError::new("duplicate", "this transaction is already pending"));
+        }
+        if !restoring && !self.mempool.has_room(tx.bytes().len()) {
+            return Err(AdmitError {
+                code: "mempool_full",
+                message: "the node is at capacity; retry shortly".into(),
+                retry_after_s: Some(1),
+            });
+        }
+        let (reply, rx) = oneshot::channel();
+        self.admit_tx
+            .send(AdmitJob {
+                tx,
+                committed_nonce,
+                reply,
+            })
+            .await
+            .map_err(|_| AdmitError::new("unavailable", "the node is shutting down"))?;
+        rx.await
+            .map_err(|_| AdmitError::new("unavailable", "the node is shutting down"))?
+    }
+
+    async fn read_json<T: serde::de::DeserializeOwned>(&self, full_key: Vec<u8>) -> Result<Option<T>, StateError> {
+        match self.state.get_latest(full_key).await? {
+            None => Ok(None),
+            Some(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| StateError::Tree(format!("corrupt state value: {e}"))),
+        }
+    }
+
+    // ---------------------------------------------------------------- blocks
+
+    /// Build the next block from the pool (at most one proposal is kept at a time).
+    pub async fn propose(self: &Arc<Self>, time_ms: u64, proposer: &PublicKey) -> Result<Proposed, NodeError> {
+        let _guard = self.block_lock.lock().await;
+        let tip = self.tip();
+        let txs = self.mempool.reap(self.cfg.max_block_txs, self.cfg.max_block_bytes);
+        let time_ms = time_ms.max(tip.time_ms + 1);
+        let block = BlockInfo {
+            chain_id: self.info.chain_id.clone(),
+            height: tip.height + 1,
+            time_ms,
+            prev_hash: tip.hash,
+        };
+        let prepared = self.execute(block, txs, Mode::Propose, proposer.clone()).await?;
+        let (prepared, dropped) = prepared;
+        if !dropped.is_empty() {
+            let ids: Vec<Digest> = dropped.iter().map(|(t, _)| t.id()).collect();
+            self.mempool.remove(&ids);
+            let raw: Vec<Vec<u8>> = ids.iter().map(|d| d.bytes.to_vec()).collect();
+            self.store.pending_delete(&raw).await?;
+            let mut w = self.waiters.lock();
+            for (tx, reason) in dropped {
+                for s in w.remove(&tx.id()).unwrap_or_default() {
+                    let _ = s.send(Err(AdmitError::new("dropped", reason.clone())));
+                }
+            }
+        }
+        let out = Proposed {
+            header: prepared.header.clone(),
+            txs: prepared.txs.clone(),
+        };
+        *self.prepared.lock() = Some((prepared.header.hash(), prepared));
+        Ok(out)
+    }
+
+    async fn execute(
+        self: &Arc<Self>,
+        block: BlockInfo,
+        txs: Vec<SignedTx>,
+        mode: Mode,
+        proposer: PublicKey,
+    ) -> Result<(Prepared, Vec<(SignedTx, String)>), NodeError> {
+        let node = self.clone();
+        tokio::task::spawn_blocking(move || -> Result<_, NodeError> {
+            let view = CommittedView(&node.state);
+            let set_vals = execution::validators_for_height(&view, &Default::default(), block.height)?;
+            let set = ValidatorSet::new(set_vals).map_err(|e| NodeError::Internal(e.to_string()))?;
+            let exec = execution::execute_block(&block, &view, &node.registry, txs, mode)?;
+            let alg = node.hash_alg();
+            let ids: Vec<[u8; 32]> = exec.txs.iter().map(|t| t.id().bytes).collect();
+            let receipt_bytes: Vec<Vec<u8>> = exec.receipts.iter().map(|r| r.encode()).collect();
+            let tx_root = merkle::root(alg, &ids);
+            let receipt_root = merkle::root(alg, &receipt_bytes);
+            let state = node.state.prepare(block.height, exec.writes)?;
+            let header = BlockHeader {
+                chain_id: block.chain_id.clone(),
+                height: block.height,
+                time_ms: block.time_ms,
+                prev_hash: block.prev_hash,
+                tx_root,
+                receipt_root,
+                state_root: state.root,
+                validator_set_hash: set.hash(alg),
+                proposer,
+            };
+            Ok((
+                Prepared {
+                    header,
+                    txs: exec.txs,
+                    receipts: exec.receipts,
+                    state,
+                },
+                exec.dropped,
+            ))
+        })
+        .await
+        .map_err(|e| NodeError::Internal(e.to_string()))?
+    }
+
+    /// The validator set that must sign the next block.
+    pub async fn next_validator_set(self: &Arc<Self>) -> Result<ValidatorSet, NodeError> {
+        let node = self.clone();
+        let h = self.tip().height + 1;
+        tokio::task::spawn_blocking(move || {
+            let view = CommittedView(&node.state);
+            let v = execution::validators_for_height(&view, &Default::default(), h)?;
+            ValidatorSet::new(v).map_err(|e| NodeError::Internal(e.to_string()))
+        })
+        .await
+        .map_err(|e| NodeError::Internal(e.to_string()))?
+    }
+
+    /// Commit a decided block. Uses this node's own proposal when it matches; otherwise
+    /// re-executes the transactions and requires the same roots (a block whose execution
+    /// differs is refused).
+    pub async fn commit(
+        self: &Arc<Self>,
+        header: BlockHeader,
+        txs: Vec<SignedTx>,
+        cert: CommitCertificate,
+    ) -> Result<(), NodeError> {
+        let _guard = self.block_lock.lock().await;
+        let tip = self.tip();
+        if header.height != tip.height + 1 || header.prev_hash != tip.hash {
+            return Err(NodeError::Invalid(format!(
+                "block {} does not extend the tip {}",
+                header.height, tip.height
+            )));
+        }
+        let set = self.next_validator_set().await?;
+        cert.verify(&self.info.chain_id, &header, &set)
+            .map_err(|e| NodeError::Invalid(format!("commit certificate: {e}")))?;
+        let hash = header.hash();
+        let cached = {
+            let mut p = self.prepared.lock();
+            match p.take() {
+                Some((h, prep)) if h == hash => Some(prep),
+                _ => None,
+            }
+        };
+        let prepared = match cached {
+            Some(p) => p,
+            None => {
+                let block = BlockInfo {
+                    chain_id: header.chain_id.clone(),
+                    height: header.height,
+                    time_ms: header.time_ms,
+                    prev_hash: header.prev_hash,
+                };
+                let (p, _) = self.execute(block, txs, Mode::Verify, header.proposer.clone()).await?;
+                if p.header != header {
+                    return Err(NodeError::Invalid("re-execution gives different roots".into()));
+                }
+                p
+            }
+        };
+        self.persist(prepared, cert, set).await
+    }
+
+    async fn persist(self: &Arc<Self>, p: Prepared, cert: CommitCertificate, set: ValidatorSet) -> Result<(), NodeError> {
+        let started = std::time::Instant::now();
+        let node = self.clone();
+        let Prepared {
+            header,
+            txs,
+            receipts,
+            state,
+        } = p;
+        let height = header.height;
+        let hash = header.hash();
+        let proposer = header.proposer.to_text();
+        let (write, state, txs, receipts) = tokio::task::spawn_blocking(move || -> Result<_, NodeError> {
+            let (new_keys, values, nodes) = node.state.rows(&state)?;
+            let mut tx_rows = Vec::with_capacity(txs.len());
+            let mut events = Vec::new();
+            for (i, (tx, rc)) in txs.iter().zip(&receipts).enumerate() {
+                for (j, e) in rc.events.iter().enumerate() {
+                    events.push(EventRow {
+                        tx_idx: i as u32,
+                        ev_idx: j as u32,
+                        tx_id: tx.id().bytes.to_vec(),
+                        contract: e.contract.clone(),
+                        kind: e.kind.clone(),
+                        data: String::from_utf8_lossy(&e.data).into_owned(),
+                    });
+                }
+                tx_rows.push(TxRow {
+                    id: tx.id().bytes.to_vec(),
+                    idx: i as u32,
+                    sender: tx.body.sender.to_text(),
+                    nonce: tx.body.nonce,
+                    contract: tx.body.contract.clone(),
+                    method: tx.body.method.clone(),
+                    raw: tx.bytes().to_vec(),
+                    receipt: rc.encode(),
+                    ok: rc.status == TxStatus::Ok,
+                    code: rc.code.clone(),
+                });
+            }
+            let write = BlockWrite {
+                height: header.height,
+                hash: header.hash().bytes.to_vec(),
+                header: header.encode(),
+                commit: cert.encode(),
+                validator_set: set.encode(),
+                time_ms: header.time_ms,
+                txs: tx_rows,
+                events,
+                new_keys,
+                values,
+                nodes,
+            };
+            Ok((write, state, txs, receipts))
+        })
+        .await
+        .map_err(|e| NodeError::Internal(e.to_string()))??;
+        self.store.commit_block(&write).await?;
+        self.state.mark_committed(state);
+        let time_ms = write.time_ms;
+        drop(write);
+        *self.tip.write() = Tip {
+            height,
+            hash,
+            time_ms,
+        };
+        let stale = self.mempool.remove_committed(&txs);
+        if !stale.is_empty() {
+            let raw: Vec<Vec<u8>> = stale.iter().map(|d| d.bytes.to_vec()).collect();
+            self.store.pending_delete(&raw).await?;
+        }
+        let mut all_events = Vec::new();
+        {
+            let mut w = self.waiters.lock();
+            for (i, (tx, rc)) in txs.iter().zip(receipts).enumerate() {
+                let id = tx.id();
+                for e in &rc.events {
+                    all_events.push((id, e.clone()));
+                }
+                if let Some(list) = w.remove(&id) {
+                    let outcome = TxOutcome {
+                        tx_id: id,
+                        height,
+                        index: i as u32,
+                        receipt: rc.clone(),
+                    };
+                    for s in list {
+                        let _ = s.send(Ok(outcome.clone()));
+                    }
+                }
+            }
+            for id in &stale {
+                for s in w.remove(id).unwrap_or_default() {
+                    let _ = s.send(Err(AdmitError::new("dropped", "nonce used by another transaction")));
+                }
+            }
+        }
+        self.metrics.on_commit(height, txs.len(), self.mempool.len(), started.elapsed());
+        let _ = self.events.send(Arc::new(CommittedBlock {
+            height,
+            hash,
+            time_ms,
+            tx_count: txs.len(),
+            proposer,
+            events: all_events,
+        }));
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- queries
+
+    pub async fn block_header(&self, height: u64) -> Result<Option<(BlockHeader, CommitCertificate, ValidatorSet)>, NodeError> {
+        let Some(row) = self.store.block_by_height(height).await? else {
+            return Ok(None);
+        };
+        decode_block_row(&row).map(Some)
+    }
+
+    pub async fn account(&self, key: &PublicKey) -> Result<AccountView, NodeError> {
+        let rec: Option<KeyRecord> = self
+            .read_json(state_key(system::NAME, format!("key/{key}").as_bytes()))
+            .await?;
+        let member: Option<Member> = match &rec {
+            Some(r) => self.read_json(state_key(system::NAME, format!("member/{}", r.member).as_bytes())).await?,
+            None => None,
+        };
+        let nonce: u64 = self.read_json(nonce_key(key)).await?.unwrap_or(0);
+        Ok(AccountView {
+            public_key: key.to_text(),
+            did: key.did(),
+            nonce,
+            pending: self.mempool.pending_count(key),
+            key_status: rec.as_ref().map(|r| r.status.clone()),
+            member: rec.map(|r| r.member),
+            roles: member.as_ref().map(|m| m.roles.clone()).unwrap_or_default(),
+            organisation: member.map(|m| m.org),
+        })
+    }
+
+    /// Proof bundle that transaction `id` (with its receipt) is in its block.
+    pub async fn tx_proof(&self, id: &Digest) -> Result<Option<ProofBundle>, NodeError> {
+        let Some(row) = self.store.tx(&id.bytes).await? else {
+            return Ok(None);
+        };
+        let height = row.height as u64;
+        let block_row = self
+            .store
+            .block_by_height(height)
+            .await?
+            .ok_or_else(|| NodeError::Internal("block of a stored transaction is missing".into()))?;
+        let txs = self.store.txs_in_block(height).await?;
+        let alg = self.hash_alg();
+        let ids: Vec<Vec<u8>> = txs.iter().map(|t| t.id.clone()).collect();
+        let receipts: Vec<Vec<u8>> = txs.iter().map(|t| t.receipt.clone()).collect();
+        let index = row.idx as usize;
+        let path = merkle::inclusion_path(alg, &ids, index).unwrap_or_default();
+        let rpath = merkle::inclusion_path(alg, &receipts, index).unwrap_or_default();
+        Ok(Some(ProofBundle {
+            format: FORMAT.into(),
+            chain_id: self.info.chain_id.clone(),
+            suite: self.info.suite,
+            header: hex::encode(&block_row.header),
+            commit: hex::encode(&block_row.commit),
+            validator_set: hex::encode(&block_row.validator_set),
+            claim: Claim::TxInclusion {
+                tx: hex::encode(&row.raw),
+                index: index as u64,
+                tx_count: txs.len() as u64,
+                path: path.iter().map(hex::encode).collect(),
+                receipt: hex::encode(&row.receipt),
+                receipt_path: rpath.iter().map(hex::encode).collect(),
+            },
+        }))
+    }
+
+    /// Value of `contract`/`key` after block `height` (default: latest) with its proof.
+    pub async fn state_proof(
+        self: &Arc<Self>,
+        contract: &str,
+        key: &[u8],
+        height: Option<u64>,
+    ) -> Result<Option<ProofBundle>, NodeError> {
+        let height = height.unwrap_or(self.tip().height);
+        let Some(block_row) = self.store.block_by_height(height).await? else {
+            return Ok(None);
+        };
+        let full = state_key(contract, key);
+        let st = self.state.clone();
+        let (value, proof) = tokio::task::spawn_blocking(move || st.prove_blocking(&full, height))
+            .await
+            .map_err(|e| NodeError::Internal(e.to_string()))??;
+        Ok(Some(ProofBundle {
+            format: FORMAT.into(),
+            chain_id: self.info.chain_id.clone(),
+            suite: self.info.suite,
+            header: hex::encode(&block_row.header),
+            commit: hex::encode(&block_row.commit),
+            validator_set: hex::encode(&block_row.validator_set),
+            claim: Claim::State {
+                contract: contract.to_string(),
+                key: hex::encode(key),
+                value: value.map(hex::encode),
+                leaf: proof.leaf,
+                siblings: proof.siblings,
+            },
+        }))
+    }
+
+    /// Walk the stored chain from genesis: header links, certificates against the validator
+    /// set in force, transaction and receipt roots, and the state tree root at the tip.
+    pub async fn verify_stored_chain(self: &Arc<Self>) -> Result<u64, NodeError> {
+        let tip = self.tip();
+        let alg = self.hash_alg();
+        let mut prev: Option<Digest> = None;
+        for h in 0..=tip.height {
+            let (header, cert, set) = self
+                .block_header(h)
+                .await?
+                .ok_or_else(|| NodeError::Invalid(format!("block {h} is missing")))?;
+            if let Some(p) = prev {
+                if header.prev_hash != p {
+                    return Err(NodeError::Invalid(format!("block {h} does not link to block {}", h - 1)));
+                }
+                cert.verify(&self.info.chain_id, &header, &set)
+                    .map_err(|e| NodeError::Invalid(format!("block {h}: {e}")))?;
+            } else if header.hash() != self.info.genesis_hash {
+                return Err(NodeError::Invalid("genesis block differs".into()));
+            }
+            let txs = self.store.txs_in_block(h).await?;
+            let mut ids = Vec::with_capacity(txs.len());
+            let mut receipts = Vec::with_capacity(txs.len());
+            for t in &txs {
+                let stx = SignedTx::decode(&t.raw, alg).map_err(|e| NodeError::Invalid(format!("block {h}: {e}")))?;
+                stx.verify_signature()
+                    .map_err(|e| NodeError::Invalid(format!("block {h} tx {}: {e}", stx.id())))?;
+                ids.push(stx.id().bytes);
+                receipts.push(t.receipt.clone());
+            }
+            if merkle::root(alg, &ids) != header.tx_root {
+                return Err(NodeError::Invalid(format!("block {h}: transactions do not match tx_root")));
+            }
+            if merkle::root(alg, &receipts) != header.receipt_root {
+                return Err(NodeError::Invalid(format!("block {h}: receipts do not match receipt_root")));
+            }
+            prev = Some(header.hash());
+            if h == tip.height {
+                // The persisted tree must reproduce the tip's state root.
+                let st = self.state.clone();
+                let probe = tokio::task::spawn_blocking(move || st.prove_blocking(b"system\0validators", h))
+                    .await
+                    .map_err(|e| NodeError::Internal(e.to_string()))??;
+                let (value, proof) = probe;
+                crate::state::verify_state_proof(
+                    alg,
+                    &header.state_root.bytes,
+                    b"system\0validators",
+                    value.as_deref(),
+                    &proof,
+                )
+                .map_err(|e| NodeError::Invalid(format!("state tree at tip: {e}")))?;
+            }
+        }
+        Ok(tip.height)
+    }
+}
+
+pub fn decode_block_row(
+    row: &crate::storage::entities::block::Model,
+) -> Result<(BlockHeader, CommitCertificate, ValidatorSet), NodeError> {
+    let header = BlockHeader::decode(&row.header).map_err(|e| NodeError::Internal(format!("stored header: {e}")))?;
+    let cert = CommitCertificate::decode(&row.commit).map_err(|e| NodeError::Internal(format!("stored commit: {e}")))?;
+    let set = ValidatorSet::decode(&row.validator_set)
+        .map_err(|e| NodeError::Internal(format!("stored validator set: {e}")))?;
+    Ok((header, cert, set))
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountView {
+    pub public_key: String,
+    pub did: String,
+    /// Next nonce to use (committed).
+    pub nonce: u64,
+    /// Transactions of this key waiting in the pool.
+    pub pending: usize,
+    pub key_status: Option<Status>,
+    pub member: Option<String>,
+    pub organisation: Option<String>,
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Submitted {
+    Pending(Digest),
+    Committed(TxOutcome),
+}
+
+/// Verifies admitted transactions in batches (one multi-core batch verification and one
+/// database transaction per batch), then puts them into the pool and acknowledges them.
+async fn admission_worker(node: std::sync::Weak<Node>, mut rx: mpsc::Receiver<AdmitJob>) {
+    loop {
+        let Some(first) = rx.recv().await else { return };
+        let Some(node) = node.upgrade() else { return };
+        let mut jobs = vec![first];
+        while jobs.len() < node.cfg.admission_batch {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let (jobs, results) = match tokio::task::spawn_blocking(move || {
+            let msgs: Vec<Vec<u8>> = jobs.iter().map(|j| j.tx.signing_message()).collect();
+            let items: Vec<VerifyItem> = jobs
+                .iter()
+                .zip(&msgs)
+                .map(|(j, m)| VerifyItem {
+                    key: &j.tx.body.sender,
+                    msg: m,
+                    sig: &j.tx.signature,
+                })
+                .collect();
+            let results = verify_batch(&items);
+            (jobs, results)
+        })
+        .await
+        {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!("signature verification task failed: {e}");
+                continue;
+            }
+        };
+        let mut accepted = Vec::with_capacity(jobs.len());
+        for (job, res) in jobs.into_iter().zip(results) {
+            if let Err(e) = res {
+                let _ = job.reply.send(Err(AdmitError::new("bad_signature", e.to_string())));
+                continue;
+            }
+            match node.mempool.insert(job.tx.clone(), job.committed_nonce) {
+                Ok(()) => accepted.push(job),
+                Err(e) => {
+                    let err = match e {
+                        InsertError::Duplicate => AdmitError::new("duplicate", "this transaction is already pending"),
+                        InsertError::NonceInUse(n) => AdmitError::new(
+                            "nonce_in_use",
+                            format!("another pending transaction of this sender uses nonce {n}"),
+                        ),
+                        InsertError::Full => AdmitError {
+                            code: "mempool_full",
+                            message: "the node is at capacity; retry shortly".into(),
+                            retry_after_s: Some(1),
+                        },
+                    };
+                    let _ = job.reply.send(Err(err));
+                }
+            }
+        }
+        if accepted.is_empty() {
+            continue;
+        }
+        let now = now_ms();
+        let rows: Vec<(Vec<u8>, Vec<u8>, u64)> = accepted
+            .iter()
+            .map(|j| (j.tx.id().bytes.to_vec(), j.tx.bytes().to_vec(), now))
+            .collect();
+        match node.store.pending_insert(&rows).await {
+            Ok(()) => {
+                for j in accepted {
+                    let _ = j.reply.send(Ok(()));
+                }
+                node.new_tx.notify_one();
+            }
+            Err(e) => {
+                tracing::error!("persisting admitted transactions failed: {e}");
+                let ids: Vec<Digest> = accepted.iter().map(|j| j.tx.id()).collect();
+                node.mempool.remove(&ids);
+                for j in accepted {
+                    let _ = j.reply.send(Err(AdmitError::new("internal", "could not persist the transaction")));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,613 @@
+//! Persistent storage through sea-orm: SQLite (default, WAL) or PostgreSQL.
+//!
+//! Invariant: a block is committed in ONE database transaction together with its transactions,
+//! receipts, events, state values, state-tree nodes and the removal of its transactions from the
+//! durable pending pool. A node killed at any instant therefore restarts either before or after
+//! the block, never in between.
+
+use std::time::Duration;
+
+use sea_orm::sea_query::{Expr, OnConflict, Query};
+use sea_orm::{
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+};
+use sea_orm_migration::prelude::*;
+
+pub mod entities {
+    pub mod block {
+        use sea_orm::entity::prelude::*;
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "block")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub height: i64,
+            #[sea_orm(unique)]
+            pub hash: Vec<u8>,
+            pub header: Vec<u8>,
+            pub commit: Vec<u8>,
+            /// The canonical validator set that signed this block.
+            pub validator_set: Vec<u8>,
+            pub time_ms: i64,
+            pub tx_count: i32,
+        }
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+    pub mod tx {
+        use sea_orm::entity::prelude::*;
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "tx")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub id: Vec<u8>,
+            #[sea_orm(indexed)]
+            pub height: i64,
+            pub idx: i32,
+            #[sea_orm(indexed)]
+            pub sender: String,
+            pub nonce: i64,
+            pub contract: String,
+            pub method: String,
+            pub raw: Vec<u8>,
+            pub receipt: Vec<u8>,
+            pub ok: bool,
+            pub code: String,
+        }
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+    pub mod event {
+        use sea_orm::entity::prelude::*;
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "event")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub height: i64,
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub tx_idx: i32,
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub ev_idx: i32,
+            pub tx_id: Vec<u8>,
+            #[sea_orm(indexed)]
+            pub contract: String,
+            pub kind: String,
+            pub data: String,
+        }
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+    pub mod state_key {
+        use sea_orm::entity::prelude::*;
+        /// Preimages of state-tree key hashes, so state can be listed and explained.
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "state_key")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub key_hash: Vec<u8>,
+            #[sea_orm(indexed)]
+            pub contract: String,
+            pub key: Vec<u8>,
+        }
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+    pub mod jmt_value {
+        use sea_orm::entity::prelude::*;
+        /// Every version of every state value (NULL = deleted at that version).
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "jmt_value")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub key_hash: Vec<u8>,
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub version: i64,
+            pub value: Option<Vec<u8>>,
+        }
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+    pub mod jmt_node {
+        use sea_orm::entity::prelude::*;
+        /// Jellyfish Merkle tree nodes, borsh-encoded as the jmt crate defines them.
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "jmt_node")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub node_key: Vec<u8>,
+            pub node: Vec<u8>,
+        }
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+    pub mod pending_tx {
+        use sea_orm::entity::prelude::*;
+        /// Admitted but not yet committed transactions: the durable mempool, so an
+        /// acknowledged transaction survives a crash.
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "pending_tx")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub id: Vec<u8>,
+            pub raw: Vec<u8>,
+            pub received_ms: i64,
+        }
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+    pub mod meta {
+        use sea_orm::entity::prelude::*;
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "meta")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub key: String,
+            pub value: Vec<u8>,
+        }
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+}
+
+use entities::*;
+
+mod migrations {
+    use sea_orm::{EntityTrait, Schema};
+    use sea_orm_migration::prelude::*;
+
+    pub struct Migrator;
+
+    impl MigratorTrait for Migrator {
+        fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+            vec![Box::new(M0001Chain)]
+        }
+    }
+
+    pub struct M0001Chain;
+    impl MigrationName for M0001Chain {
+        fn name(&self) -> &str {
+            "m0001_chain"
+        }
+    }
+
+    async fn create<E: EntityTrait>(m: &SchemaManager<'_>, e: E) -> Result<(), DbErr> {
+        let schema = Schema::new(m.get_database_backend());
+        m.create_table(schema.create_table_from_entity(e)).await?;
+        for idx in schema.create_index_from_entity(e) {
+            m.create_index(idx).await?;
+        }
+        Ok(())
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for M0001Chain {
+        async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+            use super::entities::*;
+            create(m, block::Entity).await?;
+            create(m, tx::Entity).await?;
+            create(m, event::Entity).await?;
+            create(m, state_key::Entity).await?;
+            create(m, jmt_value::Entity).await?;
+            create(m, jmt_node::Entity).await?;
+            create(m, pending_tx::Entity).await?;
+            create(m, meta::Entity).await?;
+            Ok(())
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database: {0}")]
+    Db(#[from] DbErr),
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+/// Everything a committed block writes, prepared before the database transaction opens.
+pub struct BlockWrite {
+    pub height: u64,
+    pub hash: Vec<u8>,
+    pub header: Vec<u8>,
+    pub commit: Vec<u8>,
+    pub validator_set: Vec<u8>,
+    pub time_ms: u64,
+    pub txs: Vec<TxRow>,
+    pub events: Vec<EventRow>,
+    /// (key_hash, contract, raw key) for keys first seen in this block.
+    pub new_keys: Vec<(Vec<u8>, String, Vec<u8>)>,
+    /// (key_hash, value) written at this block's version.
+    pub values: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// (borsh node key, borsh node)
+    pub nodes: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+pub struct TxRow {
+    pub id: Vec<u8>,
+    pub idx: u32,
+    pub sender: String,
+    pub nonce: u64,
+    pub contract: String,
+    pub method: String,
+    pub raw: Vec<u8>,
+    pub receipt: Vec<u8>,
+    pub ok: bool,
+    pub code: String,
+}
+
+pub struct EventRow {
+    pub tx_idx: u32,
+    pub ev_idx: u32,
+    pub tx_id: Vec<u8>,
+    pub contract: String,
+    pub kind: String,
+    pub data: String,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+/// Rows per multi-row INSERT, below both SQLite's and PostgreSQL's bind-parameter limits.
+const CHUNK_ROWS: usize = 2000;
+
+fn i64_of(v: u64) -> i64 {
+    v as i64
+}
+
+impl Store {
+    /// Connect, apply pragmas and run pending migrations.
+    ///
+    /// `url` is `sqlite://path?mode=rwc` or `postgres://…`.
+    pub async fn open(url: &str) -> Result<Self, StorageError> {
+        let mut opts = ConnectOptions::new(url.to_string());
+        opts.sqlx_logging(false)
+            .connect_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(30));
+        if url.starts_with("sqlite:") {
+            // One writer plus readers: WAL lets API reads proceed while a block commits.
+            opts.max_connections(8).min_connections(1);
+            opts.map_sqlx_sqlite_opts(|o| {
+                o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(30))
+                    .create_if_missing(true)
+            });
+        } else {
+            opts.max_connections(16).min_connections(1);
+        }
+        let db = Database::connect(opts).await?;
+        migrations::Migrator::up(&db, None).await?;
+        Ok(Self { db })
+    }
+
+    pub fn conn(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    pub async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(meta::Entity::find_by_id(key.to_string())
+            .one(&self.db)
+            .await?
+            .map(|m| m.value))
+    }
+
+    pub async fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
+        let stmt = Query::insert()
+            .into_table(meta::Entity)
+            .columns([meta::Column::Key, meta::Column::Value])
+            .values_panic([key.into(), value.to_vec().into()])
+            .on_conflict(
+                OnConflict::column(meta::Column::Key)
+                    .update_column(meta::Column::Value)
+                    .to_owned(),
+            )
+            .to_owned();
+        self.db.execute(&stmt).await?;
+        Ok(())
+    }
+
+    pub async fn tip(&self) -> Result<Option<block::Model>, StorageError> {
+        Ok(block::Entity::find()
+            .order_by_desc(block::Column::Height)
+            .one(&self.db)
+            .await?)
+    }
+
+    pub async fn block_by_height(&self, h: u64) -> Result<Option<block::Model>, StorageError> {
+        Ok(block::Entity::find_by_id(i64_of(h)).one(&self.db).await?)
+    }
+
+    pub async fn block_by_hash(&self, hash: &[u8]) -> Result<Option<block::Model>, StorageError> {
+        Ok(block::Entity::find()
+            .filter(block::Column::Hash.eq(hash.to_vec()))
+            .one(&self.db)
+            .await?)
+    }
+
+    pub async fn blocks_desc(&self, before: Option<u64>, limit: u64) -> Result<Vec<block::Model>, StorageError> {
+        let mut q = block::Entity::find().order_by_desc(block::Column::Height);
+        if let Some(b) = before {
+            q = q.filter(block::Column::Height.lt(i64_of(b)));
+        }
+        Ok(q.limit(limit).all(&self.db).await?)
+    }
+
+    pub async fn tx(&self, id: &[u8]) -> Result<Option<tx::Model>, StorageError> {
+        Ok(tx::Entity::find_by_id(id.to_vec()).one(&self.db).await?)
+    }
+
+    pub async fn txs_in_block(&self, height: u64) -> Result<Vec<tx::Model>, StorageError> {
+        Ok(tx::Entity::find()
+            .filter(tx::Column::Height.eq(i64_of(height)))
+            .order_by_asc(tx::Column::Idx)
+            .all(&self.db)
+            .await?)
+    }
+
+    pub async fn txs_by_sender(&self, sender: &str, limit: u64) -> Result<Vec<tx::Model>, StorageError> {
+        Ok(tx::Entity::find()
+            .filter(tx::Column::Sender.eq(sender))
+            .order_by_desc(tx::Column::Height)
+            .order_by_desc(tx::Column::Idx)
+            .limit(limit)
+            .all(&self.db)
+            .await?)
+    }
+
+    pub async fn events(
+        &self,
+        contract: Option<&str>,
+        kind: Option<&str>,
+        from_height: Option<u64>,
+        to_height: Option<u64>,
+        limit: u64,
+    ) -> Result<Vec<event::Model>, StorageError> {
+        let mut q = event::Entity::find();
+        if let Some(c) = contract {
+            q = q.filter(event::Column::Contract.eq(c));
+        }
+        if let Some(k) = kind {
+            q = q.filter(event::Column::Kind.eq(k));
+        }
+        if let Some(f) = from_height {
+            q = q.filter(event::Column::Height.gte(i64_of(f)));
+        }
+        if let Some(t) = to_height {
+            q = q.filter(event::Column::Height.lte(i64_of(t)));
+        }
+        Ok(q.order_by_asc(event::Column::Height)
+            .order_by_asc(event::Column::TxIdx)
+            .order_by_asc(event::Column::EvIdx)
+            .limit(limit)
+            .all(&self.db)
+            .await?)
+    }
+
+    pub async fn state_keys(&self, contract: &str, after: Option<&[u8]>, limit: u64) -> Result<Vec<state_key::Model>, StorageError> {
+        let mut q = state_key::Entity::find().filter(state_key::Column::Contract.eq(contract));
+        if let Some(a) = after {
+            q = q.filter(state_key::Column::Key.gt(a.to_vec()));
+        }
+        Ok(q.order_by_asc(state_key::Column::Key).limit(limit).all(&self.db).await?)
+    }
+
+    /// Value of `key_hash` as of `version` (None if never set or deleted).
+    pub async fn value_at(&self, key_hash: &[u8], version: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(jmt_value::Entity::find()
+            .filter(jmt_value::Column::KeyHash.eq(key_hash.to_vec()))
+            .filter(jmt_value::Column::Version.lte(i64_of(version)))
+            .order_by_desc(jmt_value::Column::Version)
+            .one(&self.db)
+            .await?
+            .and_then(|m| m.value))
+    }
+
+    pub async fn node(&self, node_key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(jmt_node::Entity::find_by_id(node_key.to_vec())
+            .one(&self.db)
+            .await?
+            .map(|m| m.node))
+    }
+
+    pub async fn nodes(&self, keys: &[Vec<u8>]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(CHUNK_ROWS) {
+            let rows = jmt_node::Entity::find()
+                .filter(jmt_node::Column::NodeKey.is_in(chunk.to_vec()))
+                .all(&self.db)
+                .await?;
+            out.extend(rows.into_iter().map(|m| (m.node_key, m.node)));
+        }
+        Ok(out)
+    }
+
+    pub async fn pending_all(&self) -> Result<Vec<pending_tx::Model>, StorageError> {
+        Ok(pending_tx::Entity::find()
+            .order_by_asc(pending_tx::Column::ReceivedMs)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Durably record admitted transactions (one database transaction for the whole batch).
+    pub async fn pending_insert(&self, rows: &[(Vec<u8>, Vec<u8>, u64)]) -> Result<(), StorageError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin().await?;
+        for chunk in rows.chunks(CHUNK_ROWS) {
+            let mut stmt = Query::insert();
+            stmt.into_table(pending_tx::Entity).columns([
+                pending_tx::Column::Id,
+                pending_tx::Column::Raw,
+                pending_tx::Column::ReceivedMs,
+            ]);
+            for (id, raw, ms) in chunk {
+                stmt.values_panic([id.clone().into(), raw.clone().into(), i64_of(*ms).into()]);
+            }
+            stmt.on_conflict(OnConflict::column(pending_tx::Column::Id).do_nothing().to_owned());
+            txn.execute(&stmt).await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    pub async fn pending_delete(&self, ids: &[Vec<u8>]) -> Result<(), StorageError> {
+        for chunk in ids.chunks(CHUNK_ROWS) {
+            let stmt = Query::delete()
+                .from_table(pending_tx::Entity)
+                .and_where(Expr::col(pending_tx::Column::Id).is_in(chunk.iter().cloned()))
+                .to_owned();
+            self.db.execute(&stmt).await?;
+        }
+        Ok(())
+    }
+
+    /// Commit a block and everything it implies atomically.
+    pub async fn commit_block(&self, w: &BlockWrite) -> Result<(), StorageError> {
+        let txn = self.db.begin().await?;
+        let stmt = Query::insert()
+            .into_table(block::Entity)
+            .columns([
+                block::Column::Height,
+                block::Column::Hash,
+                block::Column::Header,
+                block::Column::Commit,
+                block::Column::ValidatorSet,
+                block::Column::TimeMs,
+                block::Column::TxCount,
+            ])
+            .values_panic([
+                i64_of(w.height).into(),
+                w.hash.clone().into(),
+                w.header.clone().into(),
+                w.commit.clone().into(),
+                w.validator_set.clone().into(),
+                i64_of(w.time_ms).into(),
+                (w.txs.len() as i32).into(),
+            ])
+            .to_owned();
+        txn.execute(&stmt).await?;
+
+        for chunk in w.txs.chunks(CHUNK_ROWS / 4) {
+            let mut stmt = Query::insert();
+            stmt.into_table(tx::Entity).columns([
+                tx::Column::Id,
+                tx::Column::Height,
+                tx::Column::Idx,
+                tx::Column::Sender,
+                tx::Column::Nonce,
+                tx::Column::Contract,
+                tx::Column::Method,
+                tx::Column::Raw,
+                tx::Column::Receipt,
+                tx::Column::Ok,
+                tx::Column::Code,
+            ]);
+            for t in chunk {
+                stmt.values_panic([
+                    t.id.clone().into(),
+                    i64_of(w.height).into(),
+                    (t.idx as i32).into(),
+                    t.sender.clone().into(),
+                    i64_of(t.nonce).into(),
+                    t.contract.clone().into(),
+                    t.method.clone().into(),
+                    t.raw.clone().into(),
+                    t.receipt.clone().into(),
+                    t.ok.into(),
+                    t.code.clone().into(),
+                ]);
+            }
+            txn.execute(&stmt).await?;
+        }
+
+        for chunk in w.events.chunks(CHUNK_ROWS / 4) {
+            let mut stmt = Query::insert();
+            stmt.into_table(event::Entity).columns([
+                event::Column::Height,
+                event::Column::TxIdx,
+                event::Column::EvIdx,
+                event::Column::TxId,
+                event::Column::Contract,
+                event::Column::Kind,
+                event::Column::Data,
+            ]);
+            for e in chunk {
+                stmt.values_panic([
+                    i64_of(w.height).into(),
+                    (e.tx_idx as i32).into(),
+                    (e.ev_idx as i32).into(),
+                    e.tx_id.clone().into(),
+                    e.contract.clone().into(),
+                    e.kind.clone().into(),
+                    e.data.clone().into(),
+                ]);
+            }
+            txn.execute(&stmt).await?;
+        }
+
+        for chunk in w.new_keys.chunks(CHUNK_ROWS / 2) {
+            let mut stmt = Query::insert();
+            stmt.into_table(state_key::Entity).columns([
+                state_key::Column::KeyHash,
+                state_key::Column::Contract,
+                state_key::Column::Key,
+            ]);
+            for (h, c, k) in chunk {
+                stmt.values_panic([h.clone().into(), c.clone().into(), k.clone().into()]);
+            }
+            stmt.on_conflict(OnConflict::column(state_key::Column::KeyHash).do_nothing().to_owned());
+            txn.execute(&stmt).await?;
+        }
+
+        for chunk in w.values.chunks(CHUNK_ROWS / 2) {
+            let mut stmt = Query::insert();
+            stmt.into_table(jmt_value::Entity).columns([
+                jmt_value::Column::KeyHash,
+                jmt_value::Column::Version,
+                jmt_value::Column::Value,
+            ]);
+            for (h, v) in chunk {
+                stmt.values_panic([h.clone().into(), i64_of(w.height).into(), v.clone().into()]);
+            }
+            txn.execute(&stmt).await?;
+        }
+
+        for chunk in w.nodes.chunks(CHUNK_ROWS) {
+            let mut stmt = Query::insert();
+            stmt.into_table(jmt_node::Entity)
+                .columns([jmt_node::Column::NodeKey, jmt_node::Column::Node]);
+            for (k, n) in chunk {
+                stmt.values_panic([k.clone().into(), n.clone().into()]);
+            }
+            // A node key embeds its version, so a re-run after a crash writes identical rows.
+            stmt.on_conflict(OnConflict::column(jmt_node::Column::NodeKey).do_nothing().to_owned());
+            txn.execute(&stmt).await?;
+        }
+
+        let ids: Vec<Vec<u8>> = w.txs.iter().map(|t| t.id.clone()).collect();
+        for chunk in ids.chunks(CHUNK_ROWS) {
+            let stmt = Query::delete()
+                .from_table(pending_tx::Entity)
+                .and_where(Expr::col(pending_tx::Column::Id).is_in(chunk.iter().cloned()))
+                .to_owned();
+            txn.execute(&stmt).await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+}
