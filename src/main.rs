@@ -1,1 +1,398 @@
-fn main() {}
+//! `trellis`: the single binary that composes the chain node, its API and (later) the apps.
+
+mod bench;
+mod config;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chain_core::consensus::{ConsensusEngine, SoloConfig, SoloEngine};
+use chain_core::crypto::{SigningKey, Suite};
+use chain_core::genesis::{self, Genesis};
+use chain_core::keystore::{KdfParams, Keystore};
+use chain_core::node::{Node, NodeConfig};
+use chain_core::proof::{ProofBundle, verify_bundle};
+use chain_core::storage::Store;
+use clap::{Args, Parser, Subcommand};
+use config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "trellis",
+    version,
+    about = "Trellis: industry apps on one shared permissioned chain",
+    long_about = "Trellis runs a node of a permissioned (consortium) chain and its apps.\n\n\
+Quick start:\n  trellis node                 # creates a demo consortium in ./data on first run and serves http://127.0.0.1:8080\n  \
+trellis tx --key acme-admin --contract notary --method anchor --args '{\"key\":\"doc-1\",\"hash\":\"<64 hex>\"}' --wait\n  \
+curl http://127.0.0.1:8080/api/v1/txs/<id>/proof > proof.json && trellis verify proof.json\n\n\
+Configuration: <data dir>/trellis.toml, overridden by TRELLIS_DATA_DIR, DATABASE_URL, TRELLIS_LISTEN and \
+TRELLIS_PASSPHRASE (the keystore passphrase), overridden by flags."
+)]
+struct Cli {
+    /// Data directory (database, keystore, genesis). Default ./data or TRELLIS_DATA_DIR.
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Config file (default <data dir>/trellis.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a demo consortium: genesis, validator and admin keys (encrypted keystore), config.
+    Init(InitArgs),
+    /// Run the node: consensus (single validator), API on --listen. Initialises a demo first
+    /// if the data directory is empty.
+    Node(NodeArgs),
+    /// Generate a key into the keystore and print its public key and DID.
+    Keygen(KeygenArgs),
+    /// Build, sign and submit a transaction with a keystore key.
+    Tx(TxArgs),
+    /// Check a proof bundle offline against a trusted validator set (from a genesis file).
+    Verify(VerifyArgs),
+    /// Verify the stored chain from genesis (links, certificates, roots, state tree).
+    VerifyChain,
+    /// Benchmark a single-validator node on SQLite; last line `committed_tx_per_s=N p99_commit_ms=M`.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Args)]
+struct InitArgs {
+    #[arg(long, default_value = "trellis-demo")]
+    chain_id: String,
+    /// Crypto suite: ed25519-sha256 (default) or sm2-sm3 (国密).
+    #[arg(long, default_value = "ed25519-sha256")]
+    suite: Suite,
+    /// Replace an existing data directory's genesis and keys.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args)]
+struct NodeArgs {
+    /// Listen address (default from config, 127.0.0.1:8080).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Crypto suite used if a demo has to be initialised.
+    #[arg(long, default_value = "ed25519-sha256")]
+    suite: Suite,
+}
+
+#[derive(Args)]
+struct KeygenArgs {
+    /// Keystore label (lowercase letters, digits, . _ -).
+    #[arg(long)]
+    label: String,
+    #[arg(long, default_value = "ed25519-sha256")]
+    suite: Suite,
+}
+
+#[derive(Args)]
+struct TxArgs {
+    /// Keystore label of the signing key.
+    #[arg(long)]
+    key: String,
+    #[arg(long)]
+    contract: String,
+    #[arg(long)]
+    method: String,
+    /// Arguments as JSON.
+    #[arg(long, default_value = "{}")]
+    args: String,
+    /// Node URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    node: String,
+    /// Nonce (default: the account's next nonce from the node).
+    #[arg(long)]
+    nonce: Option<u64>,
+    /// Seconds until the transaction expires.
+    #[arg(long, default_value_t = 300)]
+    expires_in: u64,
+    /// Wait for the commit and print the receipt.
+    #[arg(long)]
+    wait: bool,
+    /// Only print the signed transaction (hex); do not submit.
+    #[arg(long)]
+    print_only: bool,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// Proof bundle (JSON file, or - for stdin).
+    bundle: PathBuf,
+    /// Genesis file whose validator set you trust (default <data dir>/genesis.json).
+    #[arg(long)]
+    genesis: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn,sea_orm=warn,jmt=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let cfg = Config::load(cli.data_dir.as_deref(), cli.config.as_deref())?;
+    match cli.cmd {
+        Cmd::Init(a) => {
+            init(&cfg, &a.chain_id, a.suite, a.force)?;
+            Ok(())
+        }
+        Cmd::Node(a) => run_node(cfg, a).await,
+        Cmd::Keygen(a) => {
+            let ks = Keystore::open(cfg.keystore_dir())?;
+            let key = SigningKey::generate(a.suite.sig());
+            let pk = ks.save(&a.label, &key, &config::passphrase())?;
+            println!("{}", serde_json::json!({"label": a.label, "public_key": pk.to_text(), "did": pk.did()}));
+            Ok(())
+        }
+        Cmd::Tx(a) => send_tx(&cfg, a).await,
+        Cmd::Verify(a) => verify(&cfg, a),
+        Cmd::VerifyChain => {
+            let node = open_node(&cfg).await?;
+            let h = node.verify_stored_chain().await?;
+            println!("chain verified from genesis to height {h}");
+            Ok(())
+        }
+        Cmd::Bench(a) => bench::run(a).await,
+    }
+}
+
+/// Create the demo consortium in `cfg.data_dir`.
+fn init(cfg: &Config, chain_id: &str, suite: Suite, force: bool) -> anyhow::Result<Genesis> {
+    let gpath = cfg.genesis_path();
+    if gpath.exists() && !force {
+        bail!("{} exists; use --force to replace it", gpath.display());
+    }
+    std::fs::create_dir_all(&cfg.data_dir)?;
+    let ks = Keystore::open(cfg.keystore_dir())?.with_kdf(kdf_params());
+    let pass = config::passphrase();
+    let keys = genesis::demo_keys(suite.sig());
+    let g = genesis::demo(chain_id, suite, chain_core::node::now_ms(), &keys);
+    g.validate()?;
+    let save = |label: &str, key: &SigningKey| -> anyhow::Result<()> {
+        if force && ks.exists(label) {
+            std::fs::remove_file(cfg.keystore_dir().join(format!("{label}.json")))?;
+        }
+        ks.save(label, key, &pass)?;
+        Ok(())
+    };
+    save(&cfg.validator_key, &keys.validator.1)?;
+    for (org, name, key) in &keys.admins {
+        save(&format!("{org}-{name}"), key)?;
+    }
+    std::fs::write(&gpath, serde_json::to_vec_pretty(&g)?)?;
+    let cfg_path = cfg.data_dir.join("trellis.toml");
+    if !cfg_path.exists() || force {
+        let mut file_cfg = cfg.clone();
+        file_cfg.data_dir = PathBuf::new();
+        std::fs::write(&cfg_path, toml::to_string_pretty(&file_cfg)?)?;
+    }
+    eprintln!(
+        "initialised chain `{chain_id}` ({suite}) in {}: genesis.json, keystore/ ({} keys), trellis.toml",
+        cfg.data_dir.display(),
+        keys.admins.len() + 1
+    );
+    Ok(g)
+}
+
+/// Argon2id costs for keystore files; TRELLIS_FAST_KDF=1 (tests only) selects cheap ones.
+fn kdf_params() -> KdfParams {
+    if std::env::var("TRELLIS_FAST_KDF").is_ok_and(|v| v == "1") {
+        KdfParams::insecure_fast()
+    } else {
+        KdfParams::default()
+    }
+}
+
+fn read_genesis(path: &Path) -> anyhow::Result<Genesis> {
+    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+fn node_config(cfg: &Config) -> NodeConfig {
+    let mut nc = NodeConfig {
+        max_tx_bytes: cfg.max_tx_bytes,
+        max_block_txs: cfg.max_block_txs,
+        ..NodeConfig::default()
+    };
+    nc.mempool.max_txs = cfg.mempool_max_txs;
+    nc
+}
+
+async fn open_node(cfg: &Config) -> anyhow::Result<Arc<Node>> {
+    let g = read_genesis(&cfg.genesis_path())?;
+    let url = cfg.database_url();
+    let store = Store::open(&url).await.with_context(|| format!("opening database {}", redact(&url)))?;
+    Ok(Node::open(store, g, registry(), node_config(cfg)).await?)
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+/// All contracts this binary carries: the core ones and, as they arrive, the apps'.
+fn registry() -> chain_core::contract::ContractRegistry {
+    chain_core::core_contracts()
+}
+
+async fn run_node(mut cfg: Config, a: NodeArgs) -> anyhow::Result<()> {
+    if let Some(l) = a.listen {
+        cfg.listen = l;
+    }
+    if !cfg.genesis_path().exists() {
+        init(&cfg, "trellis-demo", a.suite, false)?;
+    }
+    let node = open_node(&cfg).await?;
+    let ks = Keystore::open(cfg.keystore_dir())?;
+    let key = ks
+        .load(&cfg.validator_key, &config::passphrase())
+        .with_context(|| format!("loading validator key `{}` from the keystore", cfg.validator_key))?;
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let engine = SoloEngine::new(
+        key,
+        SoloConfig {
+            min_block_interval: Duration::from_millis(cfg.min_block_interval_ms),
+            empty_block_interval: (cfg.empty_block_interval_ms > 0)
+                .then(|| Duration::from_millis(cfg.empty_block_interval_ms)),
+        },
+    );
+    let engine_task = tokio::spawn(engine.run(node.clone(), stop_rx.clone()));
+    let app = chain_core::api::router(node.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
+    tracing::info!(
+        chain = %node.info.chain_id,
+        height = node.tip().height,
+        "node listening on http://{addr} (API under /api/v1)"
+    );
+    println!("listening on http://{addr}");
+    let mut stop_http = stop_rx.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = stop_http.changed().await;
+    });
+    let server_task = tokio::spawn(async move { server.await });
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), engine_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), server_task).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn send_tx(cfg: &Config, a: TxArgs) -> anyhow::Result<()> {
+    let ks = Keystore::open(cfg.keystore_dir())?;
+    let key = ks.load(&a.key, &config::passphrase())?;
+    let args: serde_json::Value = serde_json::from_str(&a.args).context("--args must be JSON")?;
+    let client = reqwest::Client::new();
+    let base = a.node.trim_end_matches('/');
+    let chain: serde_json::Value = client
+        .get(format!("{base}/api/v1/chain"))
+        .send()
+        .await
+        .context("contacting the node")?
+        .json()
+        .await?;
+    let chain_id = chain["chain_id"].as_str().context("node did not report a chain id")?;
+    let suite: Suite = chain["suite"].as_str().unwrap_or("ed25519-sha256").parse()?;
+    let nonce = match a.nonce {
+        Some(n) => n,
+        None => {
+            let acc: serde_json::Value = client
+                .get(format!("{base}/api/v1/accounts/{}", key.public_key()))
+                .send()
+                .await?
+                .json()
+                .await?;
+            acc["nonce"].as_u64().unwrap_or(0) + acc["pending"].as_u64().unwrap_or(0)
+        }
+    };
+    let tx = chain_core::types::build_tx(
+        suite,
+        chain_id,
+        &key,
+        nonce,
+        chain_core::node::now_ms() + a.expires_in * 1000,
+        &a.contract,
+        &a.method,
+        serde_json::to_vec(&args)?,
+    );
+    if a.print_only {
+        println!("{}", hex::encode(tx.bytes()));
+        return Ok(());
+    }
+    let body = serde_json::json!({"tx": hex::encode(tx.bytes()), "wait": if a.wait { "commit" } else { "admission" }});
+    let resp = client.post(format!("{base}/api/v1/txs")).json(&body).send().await?;
+    let status = resp.status();
+    let v: serde_json::Value = resp.json().await?;
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    if !status.is_success() {
+        bail!("the node rejected the transaction ({status})");
+    }
+    if v["receipt"]["status"] == "failed" {
+        bail!("the transaction was committed but failed: {}", v["receipt"]["code"]);
+    }
+    Ok(())
+}
+
+fn verify(cfg: &Config, a: VerifyArgs) -> anyhow::Result<()> {
+    let text = if a.bundle.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+        s
+    } else {
+        std::fs::read_to_string(&a.bundle).with_context(|| format!("reading {}", a.bundle.display()))?
+    };
+    let bundle: ProofBundle = serde_json::from_str(&text).context("not a proof bundle")?;
+    let gpath = a.genesis.unwrap_or_else(|| cfg.genesis_path());
+    let g = read_genesis(&gpath)?;
+    if g.chain_id != bundle.chain_id {
+        bail!("the bundle is for chain `{}`, the genesis for `{}`", bundle.chain_id, g.chain_id);
+    }
+    let set = g.validator_set()?;
+    match verify_bundle(&bundle, &set) {
+        Ok(v) => {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            println!("proof verified");
+            Ok(())
+        }
+        Err(e) => bail!("proof rejected: {e}"),
+    }
+}

@@ -1,0 +1,335 @@
+//! `trellis bench`: drives an in-process single-validator node on a fresh SQLite database with
+//! signed `notary.anchor` transactions (each writes new state), in two phases:
+//! 1. saturation: keep the pool full and measure committed transactions per second;
+//! 2. latency: offer a fixed rate and measure submit→commit latency.
+//!
+//! Transactions are signed by a generator thread just ahead of submission, on the same machine,
+//! so the figures include the client's signing cost. The last line is
+//! `committed_tx_per_s=N p99_commit_ms=M`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chain_core::consensus::{ConsensusEngine, SoloConfig, SoloEngine};
+use chain_core::crypto::{SigAlg, SigningKey, Suite};
+use chain_core::genesis::{Genesis, GenesisValidator};
+use chain_core::node::{Node, NodeConfig, Submitted, now_ms};
+use chain_core::storage::Store;
+use chain_core::system::{GenesisMember, GenesisOrg, GovernanceParams, NewAdmin};
+use chain_core::types::{SignedTx, build_tx};
+use clap::Args;
+use rayon::prelude::*;
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Short run (under 60 s): 15 s saturation, 10 s latency, no 1M-transaction memory check.
+    #[arg(long)]
+    quick: bool,
+    /// Seconds of the saturation phase (default 60; quick 15).
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Offered load of the latency phase, transactions per second.
+    #[arg(long, default_value_t = 5_000)]
+    rate: u64,
+    /// Seconds of the latency phase (default 20; quick 10).
+    #[arg(long)]
+    latency_duration: Option<u64>,
+    /// Keep committing until this many transactions are in the chain before reading RSS
+    /// (default 1,000,000; quick 0).
+    #[arg(long)]
+    total_txs: Option<u64>,
+    /// Number of sending accounts.
+    #[arg(long, default_value_t = 512)]
+    accounts: usize,
+    /// Database (default: a fresh SQLite file in a temporary directory).
+    #[arg(long)]
+    database_url: Option<String>,
+    #[arg(long, default_value = "ed25519-sha256")]
+    suite: Suite,
+}
+
+struct Generator {
+    rx: std::sync::mpsc::Receiver<Vec<SignedTx>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Generator {
+    /// Signs chunks of transactions round-robin over the accounts on a background thread.
+    fn start(suite: Suite, chain_id: String, keys: Arc<Vec<SigningKey>>) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<SignedTx>>(16);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        std::thread::spawn(move || {
+            let mut round: u64 = 0;
+            // Each chunk is one nonce for every account.
+            while !stop2.load(Ordering::Relaxed) {
+                let expiry = now_ms() + 600_000;
+                let chunk: Vec<SignedTx> = keys
+                    .par_iter()
+                    .enumerate()
+                    .map(|(i, k)| {
+                        let doc = format!("bench-{i}-{round}");
+                        let hash = chain_core::crypto::HashAlg::Sha256.digest(doc.as_bytes()).to_hex();
+                        let args = format!(r#"{{"key":"{doc}","hash":"{hash}"}}"#).into_bytes();
+                        build_tx(suite, &chain_id, k, round, expiry, "notary", "anchor", args)
+                    })
+                    .collect();
+                round += 1;
+                if tx.send(chunk).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { rx, stop }
+    }
+}
+
+impl Drop for Generator {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
+    let saturate_s = a.duration.unwrap_or(if a.quick { 15 } else { 60 });
+    let latency_s = a.latency_duration.unwrap_or(if a.quick { 10 } else { 20 });
+    let total_target = a.total_txs.unwrap_or(if a.quick { 0 } else { 1_000_000 });
+    let suite = a.suite;
+    let alg: SigAlg = suite.sig();
+
+    let dir = tempfile::tempdir()?;
+    let url = a
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display()));
+    eprintln!("bench: preparing {} accounts on {}", a.accounts, if a.database_url.is_some() { "the given database" } else { "SQLite" });
+    let keys: Arc<Vec<SigningKey>> =
+        Arc::new((0..a.accounts).into_par_iter().map(|i| SigningKey::from_label(alg, &format!("bench-{i}"))).collect());
+    let validator = SigningKey::from_label(alg, "bench-validator");
+    let admin = SigningKey::from_label(alg, "bench-admin");
+    let chain_id = format!("bench-{}", now_ms());
+    let genesis = Genesis {
+        chain_id: chain_id.clone(),
+        suite,
+        genesis_time_ms: now_ms(),
+        validators: vec![GenesisValidator {
+            name: "bench-validator".into(),
+            public_key: validator.public_key(),
+            power: 1,
+            address: None,
+        }],
+        organisations: vec![GenesisOrg {
+            id: "bench".into(),
+            name: "Benchmark Org".into(),
+            admins: vec![NewAdmin {
+                name: "admin".into(),
+                public_key: admin.public_key(),
+            }],
+            members: keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| GenesisMember {
+                    name: format!("sender-{i}"),
+                    public_key: k.public_key(),
+                    roles: vec![],
+                })
+                .collect(),
+        }],
+        governance: GovernanceParams::default(),
+    };
+    let store = Store::open(&url).await.context("opening the bench database")?;
+    let node = Node::open(store, genesis, chain_core::core_contracts(), NodeConfig::default()).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let engine = SoloEngine::new(
+        validator,
+        SoloConfig {
+            min_block_interval: Duration::from_millis(50),
+            empty_block_interval: Some(Duration::from_secs(1)),
+        },
+    );
+    let engine_task = tokio::spawn(engine.run(node.clone(), stop_rx));
+
+    let committed = Arc::new(AtomicU64::new(0));
+    {
+        let committed = committed.clone();
+        let mut sub = node.subscribe();
+        tokio::spawn(async move {
+            loop {
+                match sub.recv().await {
+                    Ok(b) => {
+                        committed.fetch_add(b.tx_count as u64, Ordering::Relaxed);
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return,
+                }
+            }
+        });
+    }
+
+    let generator = Generator::start(suite, chain_id.clone(), keys.clone());
+    let (feed_tx, feed_rx) = async_channel(4096);
+    // Move generated chunks into an async queue.
+    let feeder = {
+        let feed_tx = feed_tx.clone();
+        std::thread::spawn(move || {
+            while let Ok(chunk) = generator.rx.recv() {
+                for tx in chunk {
+                    if feed_tx.send_blocking(tx).is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+    };
+
+    // ---- phase 1: saturation
+    eprintln!("bench: saturation phase, {saturate_s} s (then until {total_target} txs are committed)");
+    let saturating = Arc::new(AtomicBool::new(true));
+    let rejected = Arc::new(AtomicU64::new(0));
+    let mut submitters = Vec::new();
+    for _ in 0..32 {
+        let node = node.clone();
+        let rx = feed_rx.clone();
+        let saturating = saturating.clone();
+        let rejected = rejected.clone();
+        submitters.push(tokio::spawn(async move {
+            while saturating.load(Ordering::Relaxed) {
+                if node.mempool.len() > 60_000 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+                let Ok(tx) = rx.recv().await else { return };
+                loop {
+                    match node.submit(tx.bytes(), None).await {
+                        Ok(_) => break,
+                        Err(e) if e.code == "mempool_full" => tokio::time::sleep(Duration::from_millis(10)).await,
+                        Err(e) => {
+                            if rejected.fetch_add(1, Ordering::Relaxed) < 5 {
+                                eprintln!("bench: unexpected rejection {}: {}", e.code, e.message);
+                            }
+                            break;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    // warm up 3 s, then measure
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let c0 = committed.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    let mut last = c0;
+    for s in 1..=saturate_s {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let c = committed.load(Ordering::Relaxed);
+        if s % 5 == 0 {
+            eprintln!(
+                "bench: t={s}s committed/s={} height={} pool={} rss_mb={:.0}",
+                (c - last) / 5,
+                node.tip().height,
+                node.mempool.len(),
+                rss_mb()
+            );
+            last = c;
+        }
+    }
+    let c1 = committed.load(Ordering::Relaxed);
+    let secs = t0.elapsed().as_secs_f64();
+    let tps = (c1 - c0) as f64 / secs;
+    println!("phase=saturation seconds={secs:.1} committed={} committed_tx_per_s={tps:.0}", c1 - c0);
+    while committed.load(Ordering::Relaxed) < total_target {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        eprintln!("bench: committed {} of {total_target}, rss_mb={:.0}", committed.load(Ordering::Relaxed), rss_mb());
+    }
+    saturating.store(false, Ordering::Relaxed);
+    for s in submitters {
+        let _ = s.await;
+    }
+    // drain the pool so the latency phase starts empty
+    while !node.mempool.is_empty() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let total_committed = committed.load(Ordering::Relaxed);
+    let rss = rss_mb();
+    println!("total_committed={total_committed} rss_mb={rss:.0} height={}", node.tip().height);
+
+    // ---- phase 2: latency at a fixed offered rate
+    eprintln!("bench: latency phase, {} tx/s for {latency_s} s", a.rate);
+    let latencies = Arc::new(parking_lot::Mutex::new(Vec::<f64>::new()));
+    let failures = Arc::new(AtomicU64::new(0));
+    let tick = Duration::from_millis(10);
+    let per_tick = (a.rate as f64 * tick.as_secs_f64()).max(1.0);
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut waiters = Vec::new();
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    while start.elapsed() < Duration::from_secs(latency_s) {
+        interval.tick().await;
+        let due = (start.elapsed().as_secs_f64() / tick.as_secs_f64() * per_tick) as u64;
+        while sent < due {
+            let Ok(tx) = feed_rx.recv().await else { break };
+            sent += 1;
+            let node = node.clone();
+            let latencies = latencies.clone();
+            let failures = failures.clone();
+            waiters.push(tokio::spawn(async move {
+                let t = Instant::now();
+                match node.submit(tx.bytes(), Some(Duration::from_secs(60))).await {
+                    Ok(Submitted::Committed(_)) => latencies.lock().push(t.elapsed().as_secs_f64() * 1000.0),
+                    _ => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }));
+        }
+    }
+    for w in waiters {
+        let _ = w.await;
+    }
+    let offered = sent as f64 / start.elapsed().as_secs_f64();
+    let mut lat = latencies.lock().clone();
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let p50 = percentile(&lat, 0.50);
+    let p99 = percentile(&lat, 0.99);
+    println!(
+        "phase=latency offered_tx_per_s={offered:.0} committed={} failed={} p50_commit_ms={p50:.0} p99_commit_ms={p99:.0} max_ms={:.0}",
+        lat.len(),
+        failures.load(Ordering::Relaxed),
+        lat.last().copied().unwrap_or(0.0)
+    );
+
+    drop(feed_rx);
+    drop(feed_tx);
+    let _ = stop_tx.send(true);
+    let _ = engine_task.await;
+    let _ = feeder.join();
+    println!("committed_tx_per_s={tps:.0} p99_commit_ms={p99:.0}");
+    Ok(())
+}
+
+/// A bounded MPMC queue usable from both threads and tasks.
+fn async_channel<T>(cap: usize) -> (async_channel::Sender<T>, async_channel::Receiver<T>) {
+    async_channel::bounded(cap)
+}

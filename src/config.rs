@@ -1,0 +1,105 @@
+//! Node configuration: a TOML file (default `<data dir>/trellis.toml`) with environment
+//! overrides. Precedence: command-line flag > environment > file > built-in default.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+/// Used when TRELLIS_PASSPHRASE is unset, so the demo starts with one command. Anything that
+/// is not a throw-away demo must set its own passphrase.
+pub const DEV_PASSPHRASE: &str = "trellis-dev-passphrase";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the database (SQLite), keystore and genesis live.
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; default: SQLite file `<data_dir>/chain.db`.
+    pub database_url: Option<String>,
+    /// HTTP listen address of the node API (and, later, the web UI).
+    pub listen: String,
+    /// Keystore label of this node's validator key.
+    pub validator_key: String,
+    pub max_tx_bytes: usize,
+    pub max_block_txs: usize,
+    pub mempool_max_txs: usize,
+    /// Minimum spacing of blocks (ms).
+    pub min_block_interval_ms: u64,
+    /// Empty block after this long without transactions (ms); 0 = never.
+    pub empty_block_interval_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            database_url: None,
+            listen: "127.0.0.1:8080".into(),
+            validator_key: "validator".into(),
+            max_tx_bytes: 64 * 1024,
+            max_block_txs: 20_000,
+            mempool_max_txs: 200_000,
+            min_block_interval_ms: 20,
+            empty_block_interval_ms: 2_000,
+        }
+    }
+}
+
+impl Config {
+    /// Load `<data_dir>/trellis.toml` (or `explicit`), then apply environment overrides.
+    pub fn load(data_dir: Option<&Path>, explicit: Option<&Path>) -> anyhow::Result<Self> {
+        let env_dir = std::env::var_os("TRELLIS_DATA_DIR").map(PathBuf::from);
+        let dir = data_dir.map(Path::to_path_buf).or(env_dir).unwrap_or_else(|| PathBuf::from("data"));
+        let file = explicit.map(Path::to_path_buf).unwrap_or_else(|| dir.join("trellis.toml"));
+        let mut cfg = if file.exists() {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            toml::from_str::<Config>(&text).with_context(|| format!("parsing {}", file.display()))?
+        } else if explicit.is_some() {
+            anyhow::bail!("config file {} does not exist", file.display());
+        } else {
+            Config::default()
+        };
+        if data_dir.is_some() || explicit.is_none() || cfg.data_dir.as_os_str().is_empty() {
+            cfg.data_dir = dir;
+        }
+        if let Ok(v) = std::env::var("DATABASE_URL") {
+            if !v.is_empty() {
+                cfg.database_url = Some(v);
+            }
+        }
+        if let Ok(v) = std::env::var("TRELLIS_LISTEN") {
+            cfg.listen = v;
+        }
+        Ok(cfg)
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.data_dir.join("chain.db").display()))
+    }
+
+    pub fn keystore_dir(&self) -> PathBuf {
+        self.data_dir.join("keystore")
+    }
+
+    pub fn genesis_path(&self) -> PathBuf {
+        self.data_dir.join("genesis.json")
+    }
+}
+
+/// The keystore passphrase from TRELLIS_PASSPHRASE, or the development default (with a
+/// warning).
+pub fn passphrase() -> String {
+    match std::env::var("TRELLIS_PASSPHRASE") {
+        Ok(p) if !p.is_empty() => p,
+        _ => {
+            tracing::warn!(
+                "TRELLIS_PASSPHRASE is not set: using the development passphrase for the keystore. \
+                 Set TRELLIS_PASSPHRASE for anything but a local demo."
+            );
+            DEV_PASSPHRASE.to_string()
+        }
+    }
+}
