@@ -1,1 +1,5 @@
+//! End-to-end tests: real nodes, real databases (SQLite, or PostgreSQL via
+//! TRELLIS_TEST_DATABASE_URL), real HTTP. One test binary for the whole workspace.
 
+mod common;
+mod interop;
