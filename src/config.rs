@@ -63,10 +63,10 @@ impl Config {
         if data_dir.is_some() || explicit.is_none() || cfg.data_dir.as_os_str().is_empty() {
             cfg.data_dir = dir;
         }
-        if let Ok(v) = std::env::var("DATABASE_URL") {
-            if !v.is_empty() {
-                cfg.database_url = Some(v);
-            }
+        if let Ok(v) = std::env::var("DATABASE_URL")
+            && !v.is_empty()
+        {
+            cfg.database_url = Some(v);
         }
         if let Ok(v) = std::env::var("TRELLIS_LISTEN") {
             cfg.listen = v;

@@ -70,10 +70,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
         let mut resp = (self.status, body).into_response();
-        if let Some(s) = self.retry_after_s {
-            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+        if let Some(s) = self.retry_after_s
+            && let Ok(v) = HeaderValue::from_str(&s.to_string())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
         resp
     }
@@ -433,10 +433,10 @@ async fn get_state(
         Some("hex") => hex::decode(&key).map_err(|_| ApiError::bad("malformed", "key is not hex"))?,
         Some(o) => return Err(ApiError::bad("malformed", format!("unknown key_encoding `{o}`"))),
     };
-    if let Some(h) = q.height {
-        if h > node.tip().height {
-            return Err(ApiError::not_found(format!("height {h} is not committed yet")));
-        }
+    if let Some(h) = q.height
+        && h > node.tip().height
+    {
+        return Err(ApiError::not_found(format!("height {h} is not committed yet")));
     }
     let bundle = node
         .state_proof(&contract, &raw_key, q.height)
@@ -472,10 +472,10 @@ pub struct EventQuery {
 
 #[utoipa::path(get, path = "/api/v1/events", params(EventQuery), responses((status = 200, body = Object)))]
 async fn list_events(State(node): State<Arc<Node>>, Query(q): Query<EventQuery>) -> ApiResult<Json<Value>> {
-    if let (Some(f), Some(t)) = (q.from_height, q.to_height) {
-        if f > t {
-            return Err(ApiError::bad("malformed", "from_height is above to_height"));
-        }
+    if let (Some(f), Some(t)) = (q.from_height, q.to_height)
+        && f > t
+    {
+        return Err(ApiError::bad("malformed", "from_height is above to_height"));
     }
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let rows = node

@@ -66,10 +66,9 @@ pub fn validators_for_height(
         base,
         writes,
         &state_key(system::NAME, b"validators_pending"),
-    )? {
-        if p.effective_height <= height {
-            return Ok(p.validators);
-        }
+    )? && p.effective_height <= height
+    {
+        return Ok(p.validators);
     }
     Ok(read_json(base, writes, &state_key(system::NAME, b"validators"))?.unwrap_or_default())
 }
@@ -85,12 +84,12 @@ pub fn execute_block(
     let mut writes = WriteSet::new();
     // Begin block: a scheduled validator-set change becomes current at its height.
     let pending_key = state_key(system::NAME, b"validators_pending");
-    if let Some(p) = read_json::<PendingValidators>(base, &writes, &pending_key)? {
-        if p.effective_height <= block.height {
-            let bytes = serde_json::to_vec(&p.validators).map_err(|e| ExecError::Storage(e.to_string()))?;
-            writes.insert(state_key(system::NAME, b"validators"), Some(bytes));
-            writes.insert(pending_key, None);
-        }
+    if let Some(p) = read_json::<PendingValidators>(base, &writes, &pending_key)?
+        && p.effective_height <= block.height
+    {
+        let bytes = serde_json::to_vec(&p.validators).map_err(|e| ExecError::Storage(e.to_string()))?;
+        writes.insert(state_key(system::NAME, b"validators"), Some(bytes));
+        writes.insert(pending_key, None);
     }
 
     let mut included = Vec::with_capacity(txs.len());

@@ -139,8 +139,7 @@ impl Mempool {
         let mut bytes = 0usize;
         'senders: for s in &g.order {
             let Some(q) = g.senders.get(s) else { continue };
-            let mut expect = q.next_nonce;
-            for (n, tx) in q.txs.range(q.next_nonce..) {
+            for (expect, (n, tx)) in (q.next_nonce..).zip(q.txs.range(q.next_nonce..)) {
                 if *n != expect {
                     break;
                 }
@@ -149,7 +148,6 @@ impl Mempool {
                 }
                 bytes += tx.bytes().len();
                 out.push(tx.clone());
-                expect += 1;
             }
         }
         out

@@ -126,6 +126,9 @@ struct Prepared {
     state: PreparedState,
 }
 
+/// Resolved when a transaction is committed or dropped from the pool.
+type CommitWaiter = oneshot::Sender<Result<TxOutcome, AdmitError>>;
+
 struct AdmitJob {
     tx: SignedTx,
     committed_nonce: u64,
@@ -149,7 +152,7 @@ pub struct Node {
     pub metrics: Metrics,
     tip: RwLock<Tip>,
     events: broadcast::Sender<Arc<CommittedBlock>>,
-    waiters: Mutex<HashMap<Digest, Vec<oneshot::Sender<Result<TxOutcome, AdmitError>>>>>,
+    waiters: Mutex<HashMap<Digest, Vec<CommitWaiter>>>,
     admit_tx: mpsc::Sender<AdmitJob>,
     new_tx: tokio::sync::Notify,
     prepared: Mutex<Option<(Digest, Prepared)>>,

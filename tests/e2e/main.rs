@@ -3,3 +3,4 @@
 
 mod common;
 mod interop;
+mod crash;
