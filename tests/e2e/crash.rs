@@ -23,21 +23,19 @@ fn free_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
-fn trellis(dir: &Path) -> Command {
+fn trellis(dir: &Path, db_url: &str) -> Command {
     let mut c = Command::new(BIN);
     c.arg("--data-dir")
         .arg(dir)
         .env("TRELLIS_PASSPHRASE", PASS)
         .env("TRELLIS_FAST_KDF", "1")
-        .env("RUST_LOG", "warn");
-    if let Ok(db) = std::env::var("TRELLIS_CRASH_DATABASE_URL") {
-        c.env("DATABASE_URL", db);
-    }
+        .env("RUST_LOG", "warn")
+        .env("DATABASE_URL", db_url);
     c
 }
 
-fn start(dir: &Path, port: u16) -> Child {
-    trellis(dir)
+fn start(dir: &Path, db_url: &str, port: u16) -> Child {
+    trellis(dir, db_url)
         .args(["node", "--listen", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -110,7 +108,9 @@ async fn load(client: reqwest::Client, url: String, chain_id: String, key: Arc<S
 async fn kill_minus_nine_under_load_loses_no_acknowledged_transaction() {
     let cycles: usize = std::env::var("TRELLIS_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     let dir = tempfile::tempdir().expect("tempdir");
-    let st = trellis(dir.path()).arg("init").output().expect("init");
+    // SQLite in the temp dir, or a fresh PostgreSQL database when TRELLIS_TEST_DATABASE_URL is set.
+    let db_url = crate::common::fresh_database(dir.path()).await;
+    let st = trellis(dir.path(), &db_url).arg("init").output().expect("init");
     assert!(st.status.success(), "init failed: {}", String::from_utf8_lossy(&st.stderr));
     let ks = Keystore::open(dir.path().join("keystore")).expect("keystore");
     let keys: Vec<Arc<SigningKey>> = ["acme-admin", "swiftcold-admin", "freshmart-admin"]
@@ -126,7 +126,7 @@ async fn kill_minus_nine_under_load_loses_no_acknowledged_transaction() {
     for cycle in 0..cycles {
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
-        let mut child = start(dir.path(), port);
+        let mut child = start(dir.path(), &db_url, port);
         wait_healthy(&client, &url).await;
         let tasks: Vec<_> = keys
             .iter()
@@ -156,7 +156,7 @@ async fn kill_minus_nine_under_load_loses_no_acknowledged_transaction() {
     // Final restart: everything acknowledged must get committed, exactly once.
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let mut child = start(dir.path(), port);
+    let mut child = start(dir.path(), &db_url, port);
     wait_healthy(&client, &url).await;
     let acked = acked.lock().clone();
     assert!(acked.len() > 20, "the load generator made too little progress ({} acks)", acked.len());
@@ -200,7 +200,7 @@ async fn kill_minus_nine_under_load_loses_no_acknowledged_transaction() {
     // Stop gracefully, then verify the whole chain offline from genesis.
     let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     let _ = child.wait();
-    let out = trellis(dir.path()).arg("verify-chain").output().expect("verify-chain");
+    let out = trellis(dir.path(), &db_url).arg("verify-chain").output().expect("verify-chain");
     assert!(
         out.status.success(),
         "chain does not verify after crashes: {}",
