@@ -71,7 +71,9 @@ impl Generator {
                     .enumerate()
                     .map(|(i, k)| {
                         let doc = format!("bench-{i}-{round}");
-                        let hash = chain_core::crypto::HashAlg::Sha256.digest(doc.as_bytes()).to_hex();
+                        let hash = chain_core::crypto::HashAlg::Sha256
+                            .digest(doc.as_bytes())
+                            .to_hex();
                         let args = format!(r#"{{"key":"{doc}","hash":"{hash}"}}"#).into_bytes();
                         build_tx(suite, &chain_id, k, round, expiry, "notary", "anchor", args)
                     })
@@ -96,9 +98,11 @@ fn rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
         })
         .map_or(0.0, |kb| kb / 1024.0)
 }
@@ -119,13 +123,27 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let alg: SigAlg = suite.sig();
 
     let dir = tempfile::tempdir()?;
-    let url = a
-        .database_url
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display()));
-    eprintln!("bench: preparing {} accounts on {}", a.accounts, if a.database_url.is_some() { "the given database" } else { "SQLite" });
-    let keys: Arc<Vec<SigningKey>> =
-        Arc::new((0..a.accounts).into_par_iter().map(|i| SigningKey::from_label(alg, &format!("bench-{i}"))).collect());
+    let url = a.database_url.clone().unwrap_or_else(|| {
+        format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("bench.db").display()
+        )
+    });
+    eprintln!(
+        "bench: preparing {} accounts on {}",
+        a.accounts,
+        if a.database_url.is_some() {
+            "the given database"
+        } else {
+            "SQLite"
+        }
+    );
+    let keys: Arc<Vec<SigningKey>> = Arc::new(
+        (0..a.accounts)
+            .into_par_iter()
+            .map(|i| SigningKey::from_label(alg, &format!("bench-{i}")))
+            .collect(),
+    );
     let validator = SigningKey::from_label(alg, "bench-validator");
     let admin = SigningKey::from_label(alg, "bench-admin");
     let chain_id = format!("bench-{}", now_ms());
@@ -158,8 +176,16 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         }],
         governance: GovernanceParams::default(),
     };
-    let store = Store::open(&url).await.context("opening the bench database")?;
-    let node = Node::open(store, genesis, chain_core::core_contracts(), NodeConfig::default()).await?;
+    let store = Store::open(&url)
+        .await
+        .context("opening the bench database")?;
+    let node = Node::open(
+        store,
+        genesis,
+        chain_core::core_contracts(),
+        NodeConfig::default(),
+    )
+    .await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let engine = SoloEngine::new(
         validator,
@@ -204,7 +230,9 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     };
 
     // ---- phase 1: saturation
-    eprintln!("bench: saturation phase, {saturate_s} s (then until {total_target} txs are committed)");
+    eprintln!(
+        "bench: saturation phase, {saturate_s} s (then until {total_target} txs are committed)"
+    );
     let saturating = Arc::new(AtomicBool::new(true));
     let rejected = Arc::new(AtomicU64::new(0));
     let mut submitters = Vec::new();
@@ -223,7 +251,9 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
                 loop {
                     match node.submit(tx.bytes(), None).await {
                         Ok(_) => break,
-                        Err(e) if e.code == "mempool_full" => tokio::time::sleep(Duration::from_millis(10)).await,
+                        Err(e) if e.code == "mempool_full" => {
+                            tokio::time::sleep(Duration::from_millis(10)).await
+                        }
                         Err(e) => {
                             if rejected.fetch_add(1, Ordering::Relaxed) < 5 {
                                 eprintln!("bench: unexpected rejection {}: {}", e.code, e.message);
@@ -257,10 +287,17 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let c1 = committed.load(Ordering::Relaxed);
     let secs = t0.elapsed().as_secs_f64();
     let tps = (c1 - c0) as f64 / secs;
-    println!("phase=saturation seconds={secs:.1} committed={} committed_tx_per_s={tps:.0}", c1 - c0);
+    println!(
+        "phase=saturation seconds={secs:.1} committed={} committed_tx_per_s={tps:.0}",
+        c1 - c0
+    );
     while committed.load(Ordering::Relaxed) < total_target {
         tokio::time::sleep(Duration::from_secs(5)).await;
-        eprintln!("bench: committed {} of {total_target}, rss_mb={:.0}", committed.load(Ordering::Relaxed), rss_mb());
+        eprintln!(
+            "bench: committed {} of {total_target}, rss_mb={:.0}",
+            committed.load(Ordering::Relaxed),
+            rss_mb()
+        );
     }
     saturating.store(false, Ordering::Relaxed);
     for s in submitters {
@@ -272,7 +309,10 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     }
     let total_committed = committed.load(Ordering::Relaxed);
     let rss = rss_mb();
-    println!("total_committed={total_committed} rss_mb={rss:.0} height={}", node.tip().height);
+    println!(
+        "total_committed={total_committed} rss_mb={rss:.0} height={}",
+        node.tip().height
+    );
 
     // ---- phase 2: latency at a fixed offered rate
     eprintln!("bench: latency phase, {} tx/s for {latency_s} s", a.rate);
@@ -297,7 +337,9 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
             waiters.push(tokio::spawn(async move {
                 let t = Instant::now();
                 match node.submit(tx.bytes(), Some(Duration::from_secs(60))).await {
-                    Ok(Submitted::Committed(_)) => latencies.lock().push(t.elapsed().as_secs_f64() * 1000.0),
+                    Ok(Submitted::Committed(_)) => {
+                        latencies.lock().push(t.elapsed().as_secs_f64() * 1000.0)
+                    }
                     _ => {
                         failures.fetch_add(1, Ordering::Relaxed);
                     }

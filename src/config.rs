@@ -50,11 +50,18 @@ impl Config {
     /// Load `<data_dir>/trellis.toml` (or `explicit`), then apply environment overrides.
     pub fn load(data_dir: Option<&Path>, explicit: Option<&Path>) -> anyhow::Result<Self> {
         let env_dir = std::env::var_os("TRELLIS_DATA_DIR").map(PathBuf::from);
-        let dir = data_dir.map(Path::to_path_buf).or(env_dir).unwrap_or_else(|| PathBuf::from("data"));
-        let file = explicit.map(Path::to_path_buf).unwrap_or_else(|| dir.join("trellis.toml"));
+        let dir = data_dir
+            .map(Path::to_path_buf)
+            .or(env_dir)
+            .unwrap_or_else(|| PathBuf::from("data"));
+        let file = explicit
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| dir.join("trellis.toml"));
         let mut cfg = if file.exists() {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-            toml::from_str::<Config>(&text).with_context(|| format!("parsing {}", file.display()))?
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            toml::from_str::<Config>(&text)
+                .with_context(|| format!("parsing {}", file.display()))?
         } else if explicit.is_some() {
             anyhow::bail!("config file {} does not exist", file.display());
         } else {
@@ -75,9 +82,12 @@ impl Config {
     }
 
     pub fn database_url(&self) -> String {
-        self.database_url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.data_dir.join("chain.db").display()))
+        self.database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("chain.db").display()
+            )
+        })
     }
 
     pub fn keystore_dir(&self) -> PathBuf {

@@ -138,7 +138,9 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(run(cli))
 }
 
@@ -154,7 +156,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let ks = Keystore::open(cfg.keystore_dir())?;
             let key = SigningKey::generate(a.suite.sig());
             let pk = ks.save(&a.label, &key, &config::passphrase())?;
-            println!("{}", serde_json::json!({"label": a.label, "public_key": pk.to_text(), "did": pk.did()}));
+            println!(
+                "{}",
+                serde_json::json!({"label": a.label, "public_key": pk.to_text(), "did": pk.did()})
+            );
             Ok(())
         }
         Cmd::Tx(a) => send_tx(&cfg, a).await,
@@ -234,7 +239,9 @@ fn node_config(cfg: &Config) -> NodeConfig {
 async fn open_node(cfg: &Config) -> anyhow::Result<Arc<Node>> {
     let g = read_genesis(&cfg.genesis_path())?;
     let url = cfg.database_url();
-    let store = Store::open(&url).await.with_context(|| format!("opening database {}", redact(&url)))?;
+    let store = Store::open(&url)
+        .await
+        .with_context(|| format!("opening database {}", redact(&url)))?;
     Ok(Node::open(store, g, registry(), node_config(cfg)).await?)
 }
 
@@ -261,7 +268,12 @@ async fn run_node(mut cfg: Config, a: NodeArgs) -> anyhow::Result<()> {
     let ks = Keystore::open(cfg.keystore_dir())?;
     let key = ks
         .load(&cfg.validator_key, &config::passphrase())
-        .with_context(|| format!("loading validator key `{}` from the keystore", cfg.validator_key))?;
+        .with_context(|| {
+            format!(
+                "loading validator key `{}` from the keystore",
+                cfg.validator_key
+            )
+        })?;
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
@@ -276,7 +288,8 @@ async fn run_node(mut cfg: Config, a: NodeArgs) -> anyhow::Result<()> {
         },
     );
     let engine_task = tokio::spawn(engine.run(node.clone(), stop_rx.clone()));
-    let app = chain_core::api::router(node.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
+    let app =
+        chain_core::api::router(node.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
     tracing::info!(
         chain = %node.info.chain_id,
         height = node.tip().height,
@@ -299,13 +312,14 @@ async fn run_node(mut cfg: Config, a: NodeArgs) -> anyhow::Result<()> {
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -330,8 +344,13 @@ async fn send_tx(cfg: &Config, a: TxArgs) -> anyhow::Result<()> {
         .context("contacting the node")?
         .json()
         .await?;
-    let chain_id = chain["chain_id"].as_str().context("node did not report a chain id")?;
-    let suite: Suite = chain["suite"].as_str().unwrap_or("ed25519-sha256").parse()?;
+    let chain_id = chain["chain_id"]
+        .as_str()
+        .context("node did not report a chain id")?;
+    let suite: Suite = chain["suite"]
+        .as_str()
+        .unwrap_or("ed25519-sha256")
+        .parse()?;
     let nonce = match a.nonce {
         Some(n) => n,
         None => {
@@ -359,7 +378,11 @@ async fn send_tx(cfg: &Config, a: TxArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let body = serde_json::json!({"tx": hex::encode(tx.bytes()), "wait": if a.wait { "commit" } else { "admission" }});
-    let resp = client.post(format!("{base}/api/v1/txs")).json(&body).send().await?;
+    let resp = client
+        .post(format!("{base}/api/v1/txs"))
+        .json(&body)
+        .send()
+        .await?;
     let status = resp.status();
     let v: serde_json::Value = resp.json().await?;
     println!("{}", serde_json::to_string_pretty(&v)?);
@@ -367,7 +390,10 @@ async fn send_tx(cfg: &Config, a: TxArgs) -> anyhow::Result<()> {
         bail!("the node rejected the transaction ({status})");
     }
     if v["receipt"]["status"] == "failed" {
-        bail!("the transaction was committed but failed: {}", v["receipt"]["code"]);
+        bail!(
+            "the transaction was committed but failed: {}",
+            v["receipt"]["code"]
+        );
     }
     Ok(())
 }
@@ -378,13 +404,18 @@ fn verify(cfg: &Config, a: VerifyArgs) -> anyhow::Result<()> {
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
         s
     } else {
-        std::fs::read_to_string(&a.bundle).with_context(|| format!("reading {}", a.bundle.display()))?
+        std::fs::read_to_string(&a.bundle)
+            .with_context(|| format!("reading {}", a.bundle.display()))?
     };
     let bundle: ProofBundle = serde_json::from_str(&text).context("not a proof bundle")?;
     let gpath = a.genesis.unwrap_or_else(|| cfg.genesis_path());
     let g = read_genesis(&gpath)?;
     if g.chain_id != bundle.chain_id {
-        bail!("the bundle is for chain `{}`, the genesis for `{}`", bundle.chain_id, g.chain_id);
+        bail!(
+            "the bundle is for chain `{}`, the genesis for `{}`",
+            bundle.chain_id,
+            g.chain_id
+        );
     }
     let set = g.validator_set()?;
     match verify_bundle(&bundle, &set) {

@@ -9,16 +9,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::Stream;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use futures::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
@@ -82,7 +83,11 @@ impl IntoResponse for ApiError {
 impl From<NodeError> for ApiError {
     fn from(e: NodeError) -> Self {
         tracing::error!("api: {e}");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the node log")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the node log",
+        )
     }
 }
 
@@ -112,6 +117,32 @@ impl From<AdmitError> for ApiError {
     }
 }
 
+/// `Query` whose rejections use the API's error format.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| Self(v))
+            .map_err(|r| ApiError::bad("malformed", r.body_text()))
+    }
+}
+
+/// `Path` whose rejections use the API's error format.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| Self(v))
+            .map_err(|r| ApiError::bad("malformed", r.body_text()))
+    }
+}
+
 /// `Json` whose rejections use the API's error format.
 pub struct ApiJson<T>(pub T);
 
@@ -120,9 +151,15 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(Self(v)),
-            Err(JsonRejection::BytesRejection(r)) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "oversized", "request body is too large"),
-            ),
+            Err(JsonRejection::BytesRejection(r))
+                if r.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "oversized",
+                    "request body is too large",
+                ))
+            }
             Err(r) => Err(ApiError::bad("malformed", r.body_text())),
         }
     }
@@ -232,19 +269,34 @@ fn parse_digest(node: &Node, s: &str) -> ApiResult<Digest> {
               (status = 409, description = "duplicate, stale_nonce, nonce_in_use", body = ErrorBody),
               (status = 413, description = "oversized", body = ErrorBody),
               (status = 503, description = "mempool_full (see Retry-After)", body = ErrorBody)))]
-async fn submit_tx(State(node): State<Arc<Node>>, ApiJson(req): ApiJson<SubmitRequest>) -> ApiResult<Response> {
+async fn submit_tx(
+    State(node): State<Arc<Node>>,
+    ApiJson(req): ApiJson<SubmitRequest>,
+) -> ApiResult<Response> {
     if req.tx.len() > node.cfg.max_tx_bytes * 2 {
+        node.metrics.reject("oversized");
         return Err(AdmitError::new(
             "oversized",
             format!("transaction exceeds {} bytes", node.cfg.max_tx_bytes),
         )
         .into());
     }
-    let raw = hex::decode(req.tx.trim()).map_err(|_| ApiError::bad("malformed", "`tx` must be hex"))?;
+    let raw = hex::decode(req.tx.trim()).map_err(|_| {
+        node.metrics.reject("malformed");
+        ApiError::bad("malformed", "`tx` must be hex")
+    })?;
     let wait = match req.wait.as_deref() {
         None | Some("admission") => None,
-        Some("commit") => Some(Duration::from_millis(req.timeout_ms.unwrap_or(30_000).min(120_000))),
-        Some(other) => return Err(ApiError::bad("malformed", format!("unknown wait mode `{other}`"))),
+        Some("commit") => Some(Duration::from_millis(
+            req.timeout_ms.unwrap_or(30_000).min(120_000),
+        )),
+        Some(other) => {
+            node.metrics.reject("malformed");
+            return Err(ApiError::bad(
+                "malformed",
+                format!("unknown wait mode `{other}`"),
+            ));
+        }
     };
     match node.submit(&raw, wait).await? {
         Submitted::Committed(o) => Ok((StatusCode::OK, Json(outcome_json(&o))).into_response()),
@@ -264,9 +316,16 @@ async fn submit_tx(State(node): State<Arc<Node>>, ApiJson(req): ApiJson<SubmitRe
 
 #[utoipa::path(post, path = "/api/v1/txs/batch", request_body = BatchRequest,
     responses((status = 200, description = "one result per transaction, in order", body = Object)))]
-async fn submit_batch(State(node): State<Arc<Node>>, ApiJson(req): ApiJson<BatchRequest>) -> ApiResult<Json<Value>> {
+async fn submit_batch(
+    State(node): State<Arc<Node>>,
+    ApiJson(req): ApiJson<BatchRequest>,
+) -> ApiResult<Json<Value>> {
     if req.txs.len() > 10_000 {
-        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "oversized", "at most 10000 transactions per batch"));
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "oversized",
+            "at most 10000 transactions per batch",
+        ));
     }
     let futs = req.txs.iter().map(|h| {
         let node = node.clone();
@@ -277,7 +336,9 @@ async fn submit_batch(State(node): State<Arc<Node>>, ApiJson(req): ApiJson<Batch
             };
             match node.submit(&raw, None).await {
                 Ok(Submitted::Pending(id)) => json!({"tx_id": id.to_hex(), "status": "pending"}),
-                Ok(Submitted::Committed(o)) => json!({"tx_id": o.tx_id.to_hex(), "status": "committed"}),
+                Ok(Submitted::Committed(o)) => {
+                    json!({"tx_id": o.tx_id.to_hex(), "status": "committed"})
+                }
                 Err(e) => json!({"error": {"code": e.code, "message": e.message}}),
             }
         }
@@ -288,19 +349,25 @@ async fn submit_batch(State(node): State<Arc<Node>>, ApiJson(req): ApiJson<Batch
 
 #[utoipa::path(get, path = "/api/v1/txs/{id}", params(("id" = String, Path, description = "transaction id (hex)")),
     responses((status = 200, description = "transaction, status and receipt", body = Object), (status = 404, body = ErrorBody)))]
-async fn get_tx(State(node): State<Arc<Node>>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn get_tx(
+    State(node): State<Arc<Node>>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Value>> {
     let id = parse_digest(&node, &id)?;
-    if let Some(row) = node.store.tx(&id.bytes).await? {
-        return Ok(Json(committed_tx_json(&node, &row)?));
-    }
+    // Pool first, then store: a commit writes the store before it empties the pool, so a
+    // transaction committing between the two lookups is still found.
     if node.mempool.contains(&id) {
         return Ok(Json(json!({"id": id.to_hex(), "status": "pending"})));
+    }
+    if let Some(row) = node.store.tx(&id.bytes).await? {
+        return Ok(Json(committed_tx_json(&node, &row)?));
     }
     Err(ApiError::not_found("no such transaction"))
 }
 
 fn committed_tx_json(node: &Node, row: &tx_row::Model) -> ApiResult<Value> {
-    let tx = SignedTx::decode(&row.raw, node.hash_alg()).map_err(|e| NodeError::Internal(e.to_string()))?;
+    let tx = SignedTx::decode(&row.raw, node.hash_alg())
+        .map_err(|e| NodeError::Internal(e.to_string()))?;
     let rc = Receipt::decode(&row.receipt).map_err(|e| NodeError::Internal(e.to_string()))?;
     Ok(json!({
         "id": tx.id().to_hex(),
@@ -314,13 +381,18 @@ fn committed_tx_json(node: &Node, row: &tx_row::Model) -> ApiResult<Value> {
 
 #[utoipa::path(get, path = "/api/v1/txs/{id}/proof", params(("id" = String, Path)),
     responses((status = 200, description = "self-contained proof bundle (trellis-proof/1)", body = Object), (status = 404, body = ErrorBody)))]
-async fn get_tx_proof(State(node): State<Arc<Node>>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn get_tx_proof(
+    State(node): State<Arc<Node>>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Value>> {
     let id = parse_digest(&node, &id)?;
     let bundle = node
         .tx_proof(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("no committed transaction with this id"))?;
-    Ok(Json(serde_json::to_value(bundle).map_err(|e| NodeError::Internal(e.to_string()))?))
+    Ok(Json(
+        serde_json::to_value(bundle).map_err(|e| NodeError::Internal(e.to_string()))?,
+    ))
 }
 
 async fn block_json(node: &Node, row: &block_row::Model, with_txs: bool) -> ApiResult<Value> {
@@ -361,7 +433,10 @@ async fn latest_block(State(node): State<Arc<Node>>) -> ApiResult<Json<Value>> {
 
 #[utoipa::path(get, path = "/api/v1/blocks/{id}", params(("id" = String, Path, description = "height (decimal) or block hash (hex)")),
     responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
-async fn get_block(State(node): State<Arc<Node>>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn get_block(
+    State(node): State<Arc<Node>>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Value>> {
     let row = if id.len() == 64 {
         let d = parse_digest(&node, &id)?;
         node.store.block_by_hash(&d.bytes).await?
@@ -384,7 +459,10 @@ pub struct BlockListQuery {
 }
 
 #[utoipa::path(get, path = "/api/v1/blocks", params(BlockListQuery), responses((status = 200, body = Object)))]
-async fn list_blocks(State(node): State<Arc<Node>>, Query(q): Query<BlockListQuery>) -> ApiResult<Json<Value>> {
+async fn list_blocks(
+    State(node): State<Arc<Node>>,
+    ApiQuery(q): ApiQuery<BlockListQuery>,
+) -> ApiResult<Json<Value>> {
     let limit = q.limit.unwrap_or(20).clamp(1, 100);
     let rows = node.store.blocks_desc(q.before, limit).await?;
     let mut out = Vec::with_capacity(rows.len());
@@ -396,8 +474,13 @@ async fn list_blocks(State(node): State<Arc<Node>>, Query(q): Query<BlockListQue
 
 #[utoipa::path(get, path = "/api/v1/accounts/{key}", params(("key" = String, Path, description = "`ed25519:<hex>`, `sm2:<hex>` or did:key")),
     responses((status = 200, description = "nonce, key status, member and roles", body = Object), (status = 400, body = ErrorBody)))]
-async fn get_account(State(node): State<Arc<Node>>, Path(key): Path<String>) -> ApiResult<Json<Value>> {
-    let pk: PublicKey = key.parse().map_err(|e: crate::crypto::CryptoError| ApiError::bad("malformed", e.to_string()))?;
+async fn get_account(
+    State(node): State<Arc<Node>>,
+    ApiPath(key): ApiPath<String>,
+) -> ApiResult<Json<Value>> {
+    let pk: PublicKey = key
+        .parse()
+        .map_err(|e: crate::crypto::CryptoError| ApiError::bad("malformed", e.to_string()))?;
     let acc = node.account(&pk).await?;
     let recent = node.store.txs_by_sender(&pk.to_text(), 20).await?;
     let mut v = serde_json::to_value(acc).map_err(|e| NodeError::Internal(e.to_string()))?;
@@ -422,21 +505,42 @@ pub struct StateQuery {
     responses((status = 200, description = "value (or null) and its proof bundle", body = Object), (status = 404, body = ErrorBody)))]
 async fn get_state(
     State(node): State<Arc<Node>>,
-    Path((contract, key)): Path<(String, String)>,
-    Query(q): Query<StateQuery>,
+    ApiPath((contract, key)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<StateQuery>,
 ) -> ApiResult<Json<Value>> {
     if !node.registry.names().contains(&contract.as_str()) {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_contract", format!("no contract `{contract}`")));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_contract",
+            format!("no contract `{contract}`"),
+        ));
     }
     let raw_key = match q.key_encoding.as_deref() {
         None | Some("utf8") => key.into_bytes(),
-        Some("hex") => hex::decode(&key).map_err(|_| ApiError::bad("malformed", "key is not hex"))?,
-        Some(o) => return Err(ApiError::bad("malformed", format!("unknown key_encoding `{o}`"))),
+        Some("hex") => {
+            hex::decode(&key).map_err(|_| ApiError::bad("malformed", "key is not hex"))?
+        }
+        Some(o) => {
+            return Err(ApiError::bad(
+                "malformed",
+                format!("unknown key_encoding `{o}`"),
+            ));
+        }
     };
     if let Some(h) = q.height
         && h > node.tip().height
     {
-        return Err(ApiError::not_found(format!("height {h} is not committed yet")));
+        return Err(ApiError::not_found(format!(
+            "height {h} is not committed yet"
+        )));
+    }
+    if q.height == Some(0) {
+        // The genesis block carries no commit signatures: it is trusted through the genesis
+        // file itself, so a bundle for it could never verify.
+        return Err(ApiError::bad(
+            "malformed",
+            "genesis state is proven by the genesis file; ask for a height of 1 or more",
+        ));
     }
     let bundle = node
         .state_proof(&contract, &raw_key, q.height)
@@ -463,6 +567,8 @@ async fn get_state(
 #[derive(Deserialize, IntoParams)]
 pub struct EventQuery {
     pub contract: Option<String>,
+    /// Event type, e.g. `anchored` (also accepted as `type`).
+    #[serde(alias = "type")]
     pub kind: Option<String>,
     pub from_height: Option<u64>,
     pub to_height: Option<u64>,
@@ -471,7 +577,10 @@ pub struct EventQuery {
 }
 
 #[utoipa::path(get, path = "/api/v1/events", params(EventQuery), responses((status = 200, body = Object)))]
-async fn list_events(State(node): State<Arc<Node>>, Query(q): Query<EventQuery>) -> ApiResult<Json<Value>> {
+async fn list_events(
+    State(node): State<Arc<Node>>,
+    ApiQuery(q): ApiQuery<EventQuery>,
+) -> ApiResult<Json<Value>> {
     if let (Some(f), Some(t)) = (q.from_height, q.to_height)
         && f > t
     {
@@ -480,7 +589,13 @@ async fn list_events(State(node): State<Arc<Node>>, Query(q): Query<EventQuery>)
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let rows = node
         .store
-        .events(q.contract.as_deref(), q.kind.as_deref(), q.from_height, q.to_height, limit)
+        .events(
+            q.contract.as_deref(),
+            q.kind.as_deref(),
+            q.from_height,
+            q.to_height,
+            limit,
+        )
         .await?;
     let events: Vec<Value> = rows
         .iter()
@@ -521,7 +636,7 @@ pub struct StreamQuery {
     responses((status = 200, description = "text/event-stream: `block` events for each commit, `contract_event` for each contract event", content_type = "text/event-stream", body = String)))]
 async fn stream(
     State(node): State<Arc<Node>>,
-    Query(q): Query<StreamQuery>,
+    ApiQuery(q): ApiQuery<StreamQuery>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let rx = node.subscribe();
     let s = BroadcastStream::new(rx).flat_map(move |item| {
@@ -557,7 +672,10 @@ async fn healthz(State(node): State<Arc<Node>>) -> Json<Value> {
 
 async fn metrics(State(node): State<Arc<Node>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         node.metrics.render(),
     )
         .into_response()
@@ -565,8 +683,25 @@ async fn metrics(State(node): State<Arc<Node>>) -> Response {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Trellis node API", version = "1", description = "Submit signed transactions, read blocks, transactions, state and events with proofs."),
-    paths(submit_tx, submit_batch, get_tx, get_tx_proof, latest_block, get_block, list_blocks, get_account, get_state, list_events, chain_info, stream),
+    info(
+        title = "Trellis node API",
+        version = "1",
+        description = "Submit signed transactions, read blocks, transactions, state and events with proofs."
+    ),
+    paths(
+        submit_tx,
+        submit_batch,
+        get_tx,
+        get_tx_proof,
+        latest_block,
+        get_block,
+        list_blocks,
+        get_account,
+        get_state,
+        list_events,
+        chain_info,
+        stream
+    ),
     components(schemas(SubmitRequest, BatchRequest, SubmitResponse, ErrorBody, ErrorDetail))
 )]
 pub struct ApiDoc;

@@ -137,7 +137,11 @@ impl<'a> Reader<'a> {
     pub fn bytes(&mut self, what: &'static str) -> Result<&'a [u8], DecodeError> {
         self.bytes_limited(what, MAX_FIELD)
     }
-    pub fn str_limited(&mut self, what: &'static str, limit: usize) -> Result<&'a str, DecodeError> {
+    pub fn str_limited(
+        &mut self,
+        what: &'static str,
+        limit: usize,
+    ) -> Result<&'a str, DecodeError> {
         let b = self.bytes_limited(what, limit)?;
         std::str::from_utf8(b).map_err(|_| DecodeError::Utf8(what))
     }

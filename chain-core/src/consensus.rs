@@ -18,7 +18,11 @@ use crate::types::{CommitCertificate, CommitSig};
 
 /// A consensus engine drives a node until `shutdown` becomes true.
 pub trait ConsensusEngine: Send + 'static {
-    fn run(self, node: Arc<Node>, shutdown: watch::Receiver<bool>) -> impl Future<Output = Result<(), NodeError>> + Send;
+    fn run(
+        self,
+        node: Arc<Node>,
+        shutdown: watch::Receiver<bool>,
+    ) -> impl Future<Output = Result<(), NodeError>> + Send;
 }
 
 #[derive(Debug, Clone)]
@@ -59,7 +63,12 @@ impl SoloEngine {
         };
         let proposed = node.propose(now_ms(), &self.key.public_key()).await?;
         let hash = proposed.header.hash();
-        let msg = CommitCertificate::precommit_message(&node.info.chain_id, proposed.header.height, 0, &hash);
+        let msg = CommitCertificate::precommit_message(
+            &node.info.chain_id,
+            proposed.header.height,
+            0,
+            &hash,
+        );
         let cert = CommitCertificate {
             height: proposed.header.height,
             round: 0,
@@ -76,7 +85,11 @@ impl SoloEngine {
 }
 
 impl ConsensusEngine for SoloEngine {
-    async fn run(self, node: Arc<Node>, mut shutdown: watch::Receiver<bool>) -> Result<(), NodeError> {
+    async fn run(
+        self,
+        node: Arc<Node>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), NodeError> {
         let mut last_block = tokio::time::Instant::now();
         loop {
             if *shutdown.borrow() {

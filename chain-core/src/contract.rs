@@ -223,8 +223,12 @@ pub trait Contract: Send + Sync + 'static {
     /// Method names accepted by `call` (checked at admission, so unknown methods never reach
     /// a block).
     fn methods(&self) -> &'static [&'static str];
-    fn call(&self, ctx: &mut CallContext<'_>, method: &str, args: &[u8])
-    -> Result<(), ContractError>;
+    fn call(
+        &self,
+        ctx: &mut CallContext<'_>,
+        method: &str,
+        args: &[u8],
+    ) -> Result<(), ContractError>;
 }
 
 /// All contract code compiled into this node, by name and version.
@@ -264,10 +268,7 @@ impl ContractRegistry {
                 format!("no contract named `{contract}` on this chain"),
             )
         })?;
-        if versions
-            .values()
-            .any(|c| c.methods().contains(&method))
-        {
+        if versions.values().any(|c| c.methods().contains(&method)) {
             Ok(())
         } else {
             Err((

@@ -2,7 +2,9 @@
 //! the write set, receipts and roots. Pure with respect to its inputs (state reads go through
 //! `StateRead`), so every node executing the same block gets the same result.
 
-use crate::contract::{BlockInfo, CallContext, ContractError, ContractRegistry, StateRead, WriteSet, state_key};
+use crate::contract::{
+    BlockInfo, CallContext, ContractError, ContractRegistry, StateRead, WriteSet, state_key,
+};
 use crate::crypto::Digest;
 use crate::system::{self, PendingValidators};
 use crate::types::{Receipt, SignedTx, TxStatus, Validator};
@@ -87,7 +89,8 @@ pub fn execute_block(
     if let Some(p) = read_json::<PendingValidators>(base, &writes, &pending_key)?
         && p.effective_height <= block.height
     {
-        let bytes = serde_json::to_vec(&p.validators).map_err(|e| ExecError::Storage(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec(&p.validators).map_err(|e| ExecError::Storage(e.to_string()))?;
         writes.insert(state_key(system::NAME, b"validators"), Some(bytes));
         writes.insert(pending_key, None);
     }
@@ -103,7 +106,10 @@ pub fn execute_block(
         } else if tx.body.expiry_ms < block.time_ms {
             Some("expired".to_string())
         } else if tx.body.nonce != expected {
-            Some(format!("nonce {} but account expects {expected}", tx.body.nonce))
+            Some(format!(
+                "nonce {} but account expects {expected}",
+                tx.body.nonce
+            ))
         } else {
             None
         };
@@ -147,7 +153,10 @@ fn run_tx(
     let version: Option<u32> = read_json(
         base,
         writes,
-        &state_key(system::NAME, format!("contract_version/{}", tx.body.contract).as_bytes()),
+        &state_key(
+            system::NAME,
+            format!("contract_version/{}", tx.body.contract).as_bytes(),
+        ),
     )?;
     let Some(contract) = version.and_then(|v| registry.get(&tx.body.contract, v)) else {
         return Ok(failed(
@@ -158,11 +167,22 @@ fn run_tx(
     if !contract.methods().contains(&tx.body.method.as_str()) {
         return Ok(failed(
             "unknown_method",
-            format!("contract `{}` has no method `{}`", tx.body.contract, tx.body.method),
+            format!(
+                "contract `{}` has no method `{}`",
+                tx.body.contract, tx.body.method
+            ),
         ));
     }
     let name = contract.name();
-    let mut ctx = CallContext::new(block, tx_id, tx.body.sender.clone(), name, base, writes, registry);
+    let mut ctx = CallContext::new(
+        block,
+        tx_id,
+        tx.body.sender.clone(),
+        name,
+        base,
+        writes,
+        registry,
+    );
     // Only members with an active key may act on the chain at all.
     let outcome = system::sender_member(&ctx)
         .and_then(|_| contract.call(&mut ctx, &tx.body.method, &tx.body.args));

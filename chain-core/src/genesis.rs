@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::contract::{BlockInfo, CallContext, ContractError, ContractRegistry, StateRead, WriteSet};
+use crate::contract::{
+    BlockInfo, CallContext, ContractError, ContractRegistry, StateRead, WriteSet,
+};
 use crate::crypto::{Digest, PublicKey, SigAlg, SigningKey, Suite};
 use crate::merkle;
 use crate::system::{self, GenesisMember, GenesisOrg, GovernanceParams, NewAdmin};
@@ -60,18 +62,24 @@ impl Genesis {
     pub fn validate(&self) -> Result<(), GenesisError> {
         if self.chain_id.is_empty()
             || self.chain_id.len() > crate::types::MAX_CHAIN_ID_LEN
-            || !self.chain_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+            || !self
+                .chain_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
         {
-            return Err(GenesisError::Invalid("chain_id must be 1-64 of [A-Za-z0-9._-]".into()));
+            return Err(GenesisError::Invalid(
+                "chain_id must be 1-64 of [A-Za-z0-9._-]".into(),
+            ));
         }
         let alg = self.suite.sig();
-        let keys = self
-            .validators
-            .iter()
-            .map(|v| &v.public_key)
-            .chain(self.organisations.iter().flat_map(|o| {
-                o.admins.iter().map(|a| &a.public_key).chain(o.members.iter().map(|m| &m.public_key))
-            }));
+        let keys = self.validators.iter().map(|v| &v.public_key).chain(
+            self.organisations.iter().flat_map(|o| {
+                o.admins
+                    .iter()
+                    .map(|a| &a.public_key)
+                    .chain(o.members.iter().map(|m| &m.public_key))
+            }),
+        );
         for k in keys {
             if k.alg() != alg {
                 return Err(GenesisError::Invalid(format!(
@@ -81,14 +89,19 @@ impl Genesis {
             }
         }
         if self.organisations.is_empty() {
-            return Err(GenesisError::Invalid("at least one organisation is required".into()));
+            return Err(GenesisError::Invalid(
+                "at least one organisation is required".into(),
+            ));
         }
         self.validator_set()?;
         Ok(())
     }
 
     /// Genesis state writes and the height-0 header.
-    pub fn build(&self, registry: &ContractRegistry) -> Result<(WriteSet, BlockHeader), GenesisError> {
+    pub fn build(
+        &self,
+        registry: &ContractRegistry,
+    ) -> Result<(WriteSet, BlockHeader), GenesisError> {
         self.validate()?;
         let hash = self.suite.hash();
         let block = BlockInfo {
@@ -110,11 +123,19 @@ impl Genesis {
             registry,
         );
         let contracts = registry.latest();
-        system::genesis(&mut ctx, &self.organisations, set.validators(), &contracts, &self.governance)
-            .map_err(|e| match e {
-                ContractError::Rejected { code, message } => GenesisError::Invalid(format!("{code}: {message}")),
-                ContractError::Fatal(m) => GenesisError::Invalid(m),
-            })?;
+        system::genesis(
+            &mut ctx,
+            &self.organisations,
+            set.validators(),
+            &contracts,
+            &self.governance,
+        )
+        .map_err(|e| match e {
+            ContractError::Rejected { code, message } => {
+                GenesisError::Invalid(format!("{code}: {message}"))
+            }
+            ContractError::Fatal(m) => GenesisError::Invalid(m),
+        })?;
         let (writes, _events) = ctx.into_parts();
         let header = BlockHeader {
             chain_id: self.chain_id.clone(),
@@ -188,7 +209,13 @@ pub fn demo_keys(alg: SigAlg) -> DemoKeys {
         validator: ("acme-validator".into(), SigningKey::generate(alg)),
         admins: ["acme", "swiftcold", "freshmart", "samr"]
             .iter()
-            .map(|o| (o.to_string(), "admin".to_string(), SigningKey::generate(alg)))
+            .map(|o| {
+                (
+                    o.to_string(),
+                    "admin".to_string(),
+                    SigningKey::generate(alg),
+                )
+            })
             .collect(),
     }
 }

@@ -24,6 +24,9 @@ pub mod storage;
 pub mod system;
 pub mod types;
 
+#[cfg(test)]
+mod spec_vectors;
+
 /// The contracts every chain carries.
 pub fn core_contracts() -> contract::ContractRegistry {
     let mut r = contract::ContractRegistry::new();

@@ -237,7 +237,16 @@ mod tests {
     use crate::types::build_tx;
 
     fn tx(k: &SigningKey, nonce: u64) -> SignedTx {
-        build_tx(Suite::Ed25519Sha256, "c", k, nonce, u64::MAX, "notary", "anchor", b"{}".to_vec())
+        build_tx(
+            Suite::Ed25519Sha256,
+            "c",
+            k,
+            nonce,
+            u64::MAX,
+            "notary",
+            "anchor",
+            b"{}".to_vec(),
+        )
     }
 
     #[test]
@@ -254,7 +263,10 @@ mod tests {
         pool.insert(tx(&b, 4), 3).unwrap();
         assert_eq!(pool.insert(tx(&b, 4), 3), Err(InsertError::Duplicate));
         let reaped = pool.reap(100, usize::MAX);
-        let got: Vec<(bool, u64)> = reaped.iter().map(|t| (t.body.sender == a.public_key(), t.body.nonce)).collect();
+        let got: Vec<(bool, u64)> = reaped
+            .iter()
+            .map(|t| (t.body.sender == a.public_key(), t.body.nonce))
+            .collect();
         assert_eq!(got, vec![(true, 0), (false, 3), (false, 4)]);
         pool.insert(tx(&a, 1), 0).unwrap();
         assert_eq!(pool.insert(tx(&a, 5), 0), Err(InsertError::Full));
@@ -262,6 +274,9 @@ mod tests {
         assert!(stale.is_empty());
         assert_eq!(pool.len(), 2);
         let next = pool.reap(100, usize::MAX);
-        assert_eq!(next.iter().map(|t| t.body.nonce).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(
+            next.iter().map(|t| t.body.nonce).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
     }
 }

@@ -44,7 +44,11 @@ pub fn root<T: AsRef<[u8]>>(alg: HashAlg, items: &[T]) -> Digest {
 }
 
 /// Audit path for leaf `index` (RFC 9162 §2.1.3.1), siblings from the bottom up.
-pub fn inclusion_path<T: AsRef<[u8]>>(alg: HashAlg, items: &[T], index: usize) -> Option<Vec<[u8; 32]>> {
+pub fn inclusion_path<T: AsRef<[u8]>>(
+    alg: HashAlg,
+    items: &[T],
+    index: usize,
+) -> Option<Vec<[u8; 32]>> {
     if index >= items.len() {
         return None;
     }
@@ -136,6 +140,9 @@ mod tests {
         let e: Vec<Vec<u8>> = vec![];
         assert_eq!(root(HashAlg::Sha256, &e), HashAlg::Sha256.digest(b""));
         let one = vec![b"a".to_vec()];
-        assert_eq!(root(HashAlg::Sha256, &one).bytes, leaf_hash(HashAlg::Sha256, b"a"));
+        assert_eq!(
+            root(HashAlg::Sha256, &one).bytes,
+            leaf_hash(HashAlg::Sha256, b"a")
+        );
     }
 }

@@ -36,16 +36,36 @@ impl Metrics {
         let txs_committed = Counter::default();
         let blocks_committed = Counter::default();
         let block_persist_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
-        registry.register("chain_height", "Height of the latest committed block", height.clone());
-        registry.register("mempool_transactions", "Transactions waiting in the pool", mempool_txs.clone());
-        registry.register("transactions_admitted", "Transactions admitted into the pool", txs_admitted.clone());
+        registry.register(
+            "chain_height",
+            "Height of the latest committed block",
+            height.clone(),
+        );
+        registry.register(
+            "mempool_transactions",
+            "Transactions waiting in the pool",
+            mempool_txs.clone(),
+        );
+        registry.register(
+            "transactions_admitted",
+            "Transactions admitted into the pool",
+            txs_admitted.clone(),
+        );
         registry.register(
             "transactions_rejected",
             "Submissions rejected at admission, by error code",
             txs_rejected.clone(),
         );
-        registry.register("transactions_committed", "Transactions committed in blocks", txs_committed.clone());
-        registry.register("blocks_committed", "Blocks committed", blocks_committed.clone());
+        registry.register(
+            "transactions_committed",
+            "Transactions committed in blocks",
+            txs_committed.clone(),
+        );
+        registry.register(
+            "blocks_committed",
+            "Blocks committed",
+            blocks_committed.clone(),
+        );
         registry.register(
             "block_persist_seconds",
             "Time to persist a decided block",

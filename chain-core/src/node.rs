@@ -19,7 +19,7 @@ use crate::merkle;
 use crate::metrics::Metrics;
 use crate::proof::{Claim, FORMAT, ProofBundle};
 use crate::state::{CommittedView, PreparedState, StateError, StateStore};
-use crate::storage::{BlockWrite, EventRow, Store, StorageError, TxRow};
+use crate::storage::{BlockWrite, EventRow, StorageError, Store, TxRow};
 use crate::system::{self, KeyRecord, Member, Status};
 use crate::types::{
     BlockHeader, CommitCertificate, Event, Receipt, SignedTx, TxStatus, ValidatorSet,
@@ -179,11 +179,14 @@ impl Node {
         registry: ContractRegistry,
         cfg: NodeConfig,
     ) -> Result<Arc<Self>, NodeError> {
-        genesis.validate().map_err(|e| NodeError::Invalid(e.to_string()))?;
+        genesis
+            .validate()
+            .map_err(|e| NodeError::Invalid(e.to_string()))?;
         let suite = genesis.suite;
         let hash = suite.hash();
         let registry = Arc::new(registry);
-        let genesis_json = serde_json::to_vec(&genesis).map_err(|e| NodeError::Internal(e.to_string()))?;
+        let genesis_json =
+            serde_json::to_vec(&genesis).map_err(|e| NodeError::Internal(e.to_string()))?;
         let (g_writes, mut g_header) = genesis
             .build(&registry)
             .map_err(|e| NodeError::Invalid(e.to_string()))?;
@@ -230,7 +233,9 @@ impl Node {
                     .map_err(|e| NodeError::Internal(e.to_string()))??;
                 g_header.state_root = prepared.root;
                 let (new_keys, values, nodes) = state.rows(&prepared)?;
-                let set = genesis.validator_set().map_err(|e| NodeError::Invalid(e.to_string()))?;
+                let set = genesis
+                    .validator_set()
+                    .map_err(|e| NodeError::Invalid(e.to_string()))?;
                 store.put_meta(genesis_meta_key(), &genesis_json).await?;
                 store
                     .commit_block(&BlockWrite {
@@ -268,7 +273,8 @@ impl Node {
                 .block_by_height(0)
                 .await?
                 .ok_or_else(|| NodeError::Internal("genesis block missing".into()))?;
-            Digest::from_hex(hash, &hex::encode(&g.hash)).map_err(|e| NodeError::Internal(e.to_string()))?
+            Digest::from_hex(hash, &hex::encode(&g.hash))
+                .map_err(|e| NodeError::Internal(e.to_string()))?
         };
 
         let (admit_tx, admit_rx) = mpsc::channel(cfg.admission_batch * 4);
@@ -363,14 +369,23 @@ impl Node {
         res
     }
 
-    async fn submit_inner(self: &Arc<Self>, raw: &[u8], wait: Option<Duration>) -> Result<Submitted, AdmitError> {
+    async fn submit_inner(
+        self: &Arc<Self>,
+        raw: &[u8],
+        wait: Option<Duration>,
+    ) -> Result<Submitted, AdmitError> {
         if raw.len() > self.cfg.max_tx_bytes {
             return Err(AdmitError::new(
                 "oversized",
-                format!("transaction is {} bytes; the limit is {}", raw.len(), self.cfg.max_tx_bytes),
+                format!(
+                    "transaction is {} bytes; the limit is {}",
+                    raw.len(),
+                    self.cfg.max_tx_bytes
+                ),
             ));
         }
-        let tx = SignedTx::decode(raw, self.hash_alg()).map_err(|e| AdmitError::new("malformed", e.to_string()))?;
+        let tx = SignedTx::decode(raw, self.hash_alg())
+            .map_err(|e| AdmitError::new("malformed", e.to_string()))?;
         let id = tx.id();
         let waiter = wait.map(|_| {
             let (s, r) = oneshot::channel();
@@ -378,8 +393,10 @@ impl Node {
             r
         });
         if let Err(e) = self.check_and_admit(tx, now_ms(), false).await {
-            if waiter.is_some() {
-                self.waiters.lock().remove(&id);
+            // Only this caller's waiter goes: another caller may be waiting for the same id.
+            if let Some(rx) = waiter {
+                drop(rx);
+                self.prune_waiters(&id);
             }
             return Err(e);
         }
@@ -387,18 +404,40 @@ impl Node {
             (Some(rx), Some(d)) => match tokio::time::timeout(d, rx).await {
                 Ok(Ok(Ok(outcome))) => Ok(Submitted::Committed(outcome)),
                 Ok(Ok(Err(e))) => Err(e),
-                _ => Ok(Submitted::Pending(id)),
+                _ => {
+                    self.prune_waiters(&id);
+                    Ok(Submitted::Pending(id))
+                }
             },
             _ => Ok(Submitted::Pending(id)),
         }
     }
 
-    async fn check_and_admit(self: &Arc<Self>, tx: SignedTx, now: u64, restoring: bool) -> Result<(), AdmitError> {
+    /// Forget waiters whose caller has gone (rejected or timed out).
+    fn prune_waiters(&self, id: &Digest) {
+        let mut w = self.waiters.lock();
+        if let Some(list) = w.get_mut(id) {
+            list.retain(|s| !s.is_closed());
+            if list.is_empty() {
+                w.remove(id);
+            }
+        }
+    }
+
+    async fn check_and_admit(
+        self: &Arc<Self>,
+        tx: SignedTx,
+        now: u64,
+        restoring: bool,
+    ) -> Result<(), AdmitError> {
         let b = &tx.body;
         if b.chain_id != self.info.chain_id {
             return Err(AdmitError::new(
                 "wrong_chain",
-                format!("transaction is for chain `{}`, this is `{}`", b.chain_id, self.info.chain_id),
+                format!(
+                    "transaction is for chain `{}`, this is `{}`",
+                    b.chain_id, self.info.chain_id
+                ),
             ));
         }
         if b.sender.alg() != self.info.suite.sig() || tx.signature.alg != self.info.suite.sig() {
@@ -408,7 +447,10 @@ impl Node {
             ));
         }
         if b.expiry_ms < now {
-            return Err(AdmitError::new("expired", format!("expired at {} (now {now})", b.expiry_ms)));
+            return Err(AdmitError::new(
+                "expired",
+                format!("expired at {} (now {now})", b.expiry_ms),
+            ));
         }
         if b.expiry_ms > now.saturating_add(self.cfg.max_expiry_ms) {
             return Err(AdmitError::new(
@@ -421,7 +463,10 @@ impl Node {
             .map_err(|(code, msg)| AdmitError::new(code, msg))?;
         let internal = |e: StateError| AdmitError::new("internal", e.to_string());
         let key_rec: Option<KeyRecord> = self
-            .read_json(state_key(system::NAME, format!("key/{}", b.sender).as_bytes()))
+            .read_json(state_key(
+                system::NAME,
+                format!("key/{}", b.sender).as_bytes(),
+            ))
             .await
             .map_err(internal)?;
         match key_rec {
@@ -434,12 +479,20 @@ impl Node {
             Some(r) if r.status != Status::Active => {
                 return Err(AdmitError::new(
                     "not_permitted",
-                    format!("the sender key was {:?} at height {}", r.status, r.since_height).to_lowercase(),
+                    format!(
+                        "the sender key was {:?} at height {}",
+                        r.status, r.since_height
+                    )
+                    .to_lowercase(),
                 ));
             }
             Some(_) => {}
         }
-        let committed_nonce: u64 = self.read_json(nonce_key(&b.sender)).await.map_err(internal)?.unwrap_or(0);
+        let committed_nonce: u64 = self
+            .read_json(nonce_key(&b.sender))
+            .await
+            .map_err(internal)?
+            .unwrap_or(0);
         if b.nonce < committed_nonce {
             let committed = self
                 .store
@@ -452,7 +505,10 @@ impl Node {
             } else {
                 AdmitError::new(
                     "stale_nonce",
-                    format!("nonce {} was already used; the account's next nonce is {committed_nonce}", b.nonce),
+                    format!(
+                        "nonce {} was already used; the account's next nonce is {committed_nonce}",
+                        b.nonce
+                    ),
                 )
             });
         }
@@ -466,7 +522,10 @@ impl Node {
             ));
         }
         if self.mempool.contains(&tx.id()) {
-            return Err(AdmitError::new("duplicate", "this transaction is already pending"));
+            return Err(AdmitError::new(
+                "duplicate",
+                "this transaction is already pending",
+            ));
         }
         if !restoring && !self.mempool.has_room(tx.bytes().len()) {
             return Err(AdmitError {
@@ -488,7 +547,10 @@ impl Node {
             .map_err(|_| AdmitError::new("unavailable", "the node is shutting down"))?
     }
 
-    async fn read_json<T: serde::de::DeserializeOwned>(&self, full_key: Vec<u8>) -> Result<Option<T>, StateError> {
+    async fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        full_key: Vec<u8>,
+    ) -> Result<Option<T>, StateError> {
         match self.state.get_latest(full_key).await? {
             None => Ok(None),
             Some(b) => serde_json::from_slice(&b)
@@ -500,10 +562,16 @@ impl Node {
     // ---------------------------------------------------------------- blocks
 
     /// Build the next block from the pool (at most one proposal is kept at a time).
-    pub async fn propose(self: &Arc<Self>, time_ms: u64, proposer: &PublicKey) -> Result<Proposed, NodeError> {
+    pub async fn propose(
+        self: &Arc<Self>,
+        time_ms: u64,
+        proposer: &PublicKey,
+    ) -> Result<Proposed, NodeError> {
         let _guard = self.block_lock.lock().await;
         let tip = self.tip();
-        let txs = self.mempool.reap(self.cfg.max_block_txs, self.cfg.max_block_bytes);
+        let txs = self
+            .mempool
+            .reap(self.cfg.max_block_txs, self.cfg.max_block_bytes);
         let time_ms = time_ms.max(tip.time_ms + 1);
         let block = BlockInfo {
             chain_id: self.info.chain_id.clone(),
@@ -511,7 +579,9 @@ impl Node {
             time_ms,
             prev_hash: tip.hash,
         };
-        let prepared = self.execute(block, txs, Mode::Propose, proposer.clone()).await?;
+        let prepared = self
+            .execute(block, txs, Mode::Propose, proposer.clone())
+            .await?;
         let (prepared, dropped) = prepared;
         if !dropped.is_empty() {
             let ids: Vec<Digest> = dropped.iter().map(|(t, _)| t.id()).collect();
@@ -543,8 +613,10 @@ impl Node {
         let node = self.clone();
         tokio::task::spawn_blocking(move || -> Result<_, NodeError> {
             let view = CommittedView(&node.state);
-            let set_vals = execution::validators_for_height(&view, &Default::default(), block.height)?;
-            let set = ValidatorSet::new(set_vals).map_err(|e| NodeError::Internal(e.to_string()))?;
+            let set_vals =
+                execution::validators_for_height(&view, &Default::default(), block.height)?;
+            let set =
+                ValidatorSet::new(set_vals).map_err(|e| NodeError::Internal(e.to_string()))?;
             let exec = execution::execute_block(&block, &view, &node.registry, txs, mode)?;
             let alg = node.hash_alg();
             let ids: Vec<[u8; 32]> = exec.txs.iter().map(|t| t.id().bytes).collect();
@@ -627,9 +699,13 @@ impl Node {
                     time_ms: header.time_ms,
                     prev_hash: header.prev_hash,
                 };
-                let (p, _) = self.execute(block, txs, Mode::Verify, header.proposer.clone()).await?;
+                let (p, _) = self
+                    .execute(block, txs, Mode::Verify, header.proposer.clone())
+                    .await?;
                 if p.header != header {
-                    return Err(NodeError::Invalid("re-execution gives different roots".into()));
+                    return Err(NodeError::Invalid(
+                        "re-execution gives different roots".into(),
+                    ));
                 }
                 p
             }
@@ -637,7 +713,12 @@ impl Node {
         self.persist(prepared, cert, set).await
     }
 
-    async fn persist(self: &Arc<Self>, p: Prepared, cert: CommitCertificate, set: ValidatorSet) -> Result<(), NodeError> {
+    async fn persist(
+        self: &Arc<Self>,
+        p: Prepared,
+        cert: CommitCertificate,
+        set: ValidatorSet,
+    ) -> Result<(), NodeError> {
         let started = std::time::Instant::now();
         let node = self.clone();
         let Prepared {
@@ -649,51 +730,52 @@ impl Node {
         let height = header.height;
         let hash = header.hash();
         let proposer = header.proposer.to_text();
-        let (write, state, txs, receipts) = tokio::task::spawn_blocking(move || -> Result<_, NodeError> {
-            let (new_keys, values, nodes) = node.state.rows(&state)?;
-            let mut tx_rows = Vec::with_capacity(txs.len());
-            let mut events = Vec::new();
-            for (i, (tx, rc)) in txs.iter().zip(&receipts).enumerate() {
-                for (j, e) in rc.events.iter().enumerate() {
-                    events.push(EventRow {
-                        tx_idx: i as u32,
-                        ev_idx: j as u32,
-                        tx_id: tx.id().bytes.to_vec(),
-                        contract: e.contract.clone(),
-                        kind: e.kind.clone(),
-                        data: String::from_utf8_lossy(&e.data).into_owned(),
+        let (write, state, txs, receipts) =
+            tokio::task::spawn_blocking(move || -> Result<_, NodeError> {
+                let (new_keys, values, nodes) = node.state.rows(&state)?;
+                let mut tx_rows = Vec::with_capacity(txs.len());
+                let mut events = Vec::new();
+                for (i, (tx, rc)) in txs.iter().zip(&receipts).enumerate() {
+                    for (j, e) in rc.events.iter().enumerate() {
+                        events.push(EventRow {
+                            tx_idx: i as u32,
+                            ev_idx: j as u32,
+                            tx_id: tx.id().bytes.to_vec(),
+                            contract: e.contract.clone(),
+                            kind: e.kind.clone(),
+                            data: String::from_utf8_lossy(&e.data).into_owned(),
+                        });
+                    }
+                    tx_rows.push(TxRow {
+                        id: tx.id().bytes.to_vec(),
+                        idx: i as u32,
+                        sender: tx.body.sender.to_text(),
+                        nonce: tx.body.nonce,
+                        contract: tx.body.contract.clone(),
+                        method: tx.body.method.clone(),
+                        raw: tx.bytes().to_vec(),
+                        receipt: rc.encode(),
+                        ok: rc.status == TxStatus::Ok,
+                        code: rc.code.clone(),
                     });
                 }
-                tx_rows.push(TxRow {
-                    id: tx.id().bytes.to_vec(),
-                    idx: i as u32,
-                    sender: tx.body.sender.to_text(),
-                    nonce: tx.body.nonce,
-                    contract: tx.body.contract.clone(),
-                    method: tx.body.method.clone(),
-                    raw: tx.bytes().to_vec(),
-                    receipt: rc.encode(),
-                    ok: rc.status == TxStatus::Ok,
-                    code: rc.code.clone(),
-                });
-            }
-            let write = BlockWrite {
-                height: header.height,
-                hash: header.hash().bytes.to_vec(),
-                header: header.encode(),
-                commit: cert.encode(),
-                validator_set: set.encode(),
-                time_ms: header.time_ms,
-                txs: tx_rows,
-                events,
-                new_keys,
-                values,
-                nodes,
-            };
-            Ok((write, state, txs, receipts))
-        })
-        .await
-        .map_err(|e| NodeError::Internal(e.to_string()))??;
+                let write = BlockWrite {
+                    height: header.height,
+                    hash: header.hash().bytes.to_vec(),
+                    header: header.encode(),
+                    commit: cert.encode(),
+                    validator_set: set.encode(),
+                    time_ms: header.time_ms,
+                    txs: tx_rows,
+                    events,
+                    new_keys,
+                    values,
+                    nodes,
+                };
+                Ok((write, state, txs, receipts))
+            })
+            .await
+            .map_err(|e| NodeError::Internal(e.to_string()))??;
         self.store.commit_block(&write).await?;
         self.state.mark_committed(state);
         let time_ms = write.time_ms;
@@ -730,11 +812,15 @@ impl Node {
             }
             for id in &stale {
                 for s in w.remove(id).unwrap_or_default() {
-                    let _ = s.send(Err(AdmitError::new("dropped", "nonce used by another transaction")));
+                    let _ = s.send(Err(AdmitError::new(
+                        "dropped",
+                        "nonce used by another transaction",
+                    )));
                 }
             }
         }
-        self.metrics.on_commit(height, txs.len(), self.mempool.len(), started.elapsed());
+        self.metrics
+            .on_commit(height, txs.len(), self.mempool.len(), started.elapsed());
         let _ = self.events.send(Arc::new(CommittedBlock {
             height,
             hash,
@@ -748,7 +834,10 @@ impl Node {
 
     // ---------------------------------------------------------------- queries
 
-    pub async fn block_header(&self, height: u64) -> Result<Option<(BlockHeader, CommitCertificate, ValidatorSet)>, NodeError> {
+    pub async fn block_header(
+        &self,
+        height: u64,
+    ) -> Result<Option<(BlockHeader, CommitCertificate, ValidatorSet)>, NodeError> {
         let Some(row) = self.store.block_by_height(height).await? else {
             return Ok(None);
         };
@@ -760,7 +849,13 @@ impl Node {
             .read_json(state_key(system::NAME, format!("key/{key}").as_bytes()))
             .await?;
         let member: Option<Member> = match &rec {
-            Some(r) => self.read_json(state_key(system::NAME, format!("member/{}", r.member).as_bytes())).await?,
+            Some(r) => {
+                self.read_json(state_key(
+                    system::NAME,
+                    format!("member/{}", r.member).as_bytes(),
+                ))
+                .await?
+            }
             None => None,
         };
         let nonce: u64 = self.read_json(nonce_key(key)).await?.unwrap_or(0);
@@ -782,11 +877,9 @@ impl Node {
             return Ok(None);
         };
         let height = row.height as u64;
-        let block_row = self
-            .store
-            .block_by_height(height)
-            .await?
-            .ok_or_else(|| NodeError::Internal("block of a stored transaction is missing".into()))?;
+        let block_row = self.store.block_by_height(height).await?.ok_or_else(|| {
+            NodeError::Internal("block of a stored transaction is missing".into())
+        })?;
         let txs = self.store.txs_in_block(height).await?;
         let alg = self.hash_alg();
         let ids: Vec<Vec<u8>> = txs.iter().map(|t| t.id.clone()).collect();
@@ -858,7 +951,10 @@ impl Node {
                 .ok_or_else(|| NodeError::Invalid(format!("block {h} is missing")))?;
             if let Some(p) = prev {
                 if header.prev_hash != p {
-                    return Err(NodeError::Invalid(format!("block {h} does not link to block {}", h - 1)));
+                    return Err(NodeError::Invalid(format!(
+                        "block {h} does not link to block {}",
+                        h - 1
+                    )));
                 }
                 cert.verify(&self.info.chain_id, &header, &set)
                     .map_err(|e| NodeError::Invalid(format!("block {h}: {e}")))?;
@@ -869,25 +965,32 @@ impl Node {
             let mut ids = Vec::with_capacity(txs.len());
             let mut receipts = Vec::with_capacity(txs.len());
             for t in &txs {
-                let stx = SignedTx::decode(&t.raw, alg).map_err(|e| NodeError::Invalid(format!("block {h}: {e}")))?;
+                let stx = SignedTx::decode(&t.raw, alg)
+                    .map_err(|e| NodeError::Invalid(format!("block {h}: {e}")))?;
                 stx.verify_signature()
                     .map_err(|e| NodeError::Invalid(format!("block {h} tx {}: {e}", stx.id())))?;
                 ids.push(stx.id().bytes);
                 receipts.push(t.receipt.clone());
             }
             if merkle::root(alg, &ids) != header.tx_root {
-                return Err(NodeError::Invalid(format!("block {h}: transactions do not match tx_root")));
+                return Err(NodeError::Invalid(format!(
+                    "block {h}: transactions do not match tx_root"
+                )));
             }
             if merkle::root(alg, &receipts) != header.receipt_root {
-                return Err(NodeError::Invalid(format!("block {h}: receipts do not match receipt_root")));
+                return Err(NodeError::Invalid(format!(
+                    "block {h}: receipts do not match receipt_root"
+                )));
             }
             prev = Some(header.hash());
             if h == tip.height {
                 // The persisted tree must reproduce the tip's state root.
                 let st = self.state.clone();
-                let probe = tokio::task::spawn_blocking(move || st.prove_blocking(b"system\0validators", h))
-                    .await
-                    .map_err(|e| NodeError::Internal(e.to_string()))??;
+                let probe = tokio::task::spawn_blocking(move || {
+                    st.prove_blocking(b"system\0validators", h)
+                })
+                .await
+                .map_err(|e| NodeError::Internal(e.to_string()))??;
                 let (value, proof) = probe;
                 crate::state::verify_state_proof(
                     alg,
@@ -906,8 +1009,10 @@ impl Node {
 pub fn decode_block_row(
     row: &crate::storage::entities::block::Model,
 ) -> Result<(BlockHeader, CommitCertificate, ValidatorSet), NodeError> {
-    let header = BlockHeader::decode(&row.header).map_err(|e| NodeError::Internal(format!("stored header: {e}")))?;
-    let cert = CommitCertificate::decode(&row.commit).map_err(|e| NodeError::Internal(format!("stored commit: {e}")))?;
+    let header = BlockHeader::decode(&row.header)
+        .map_err(|e| NodeError::Internal(format!("stored header: {e}")))?;
+    let cert = CommitCertificate::decode(&row.commit)
+        .map_err(|e| NodeError::Internal(format!("stored commit: {e}")))?;
     let set = ValidatorSet::decode(&row.validator_set)
         .map_err(|e| NodeError::Internal(format!("stored validator set: {e}")))?;
     Ok((header, cert, set))
@@ -971,14 +1076,18 @@ async fn admission_worker(node: std::sync::Weak<Node>, mut rx: mpsc::Receiver<Ad
         let mut accepted = Vec::with_capacity(jobs.len());
         for (job, res) in jobs.into_iter().zip(results) {
             if let Err(e) = res {
-                let _ = job.reply.send(Err(AdmitError::new("bad_signature", e.to_string())));
+                let _ = job
+                    .reply
+                    .send(Err(AdmitError::new("bad_signature", e.to_string())));
                 continue;
             }
             match node.mempool.insert(job.tx.clone(), job.committed_nonce) {
                 Ok(()) => accepted.push(job),
                 Err(e) => {
                     let err = match e {
-                        InsertError::Duplicate => AdmitError::new("duplicate", "this transaction is already pending"),
+                        InsertError::Duplicate => {
+                            AdmitError::new("duplicate", "this transaction is already pending")
+                        }
                         InsertError::NonceInUse(n) => AdmitError::new(
                             "nonce_in_use",
                             format!("another pending transaction of this sender uses nonce {n}"),
@@ -1006,6 +1115,7 @@ async fn admission_worker(node: std::sync::Weak<Node>, mut rx: mpsc::Receiver<Ad
                 for j in accepted {
                     let _ = j.reply.send(Ok(()));
                 }
+                node.metrics.mempool_txs.set(node.mempool.len() as i64);
                 node.new_tx.notify_one();
             }
             Err(e) => {
@@ -1013,7 +1123,10 @@ async fn admission_worker(node: std::sync::Weak<Node>, mut rx: mpsc::Receiver<Ad
                 let ids: Vec<Digest> = accepted.iter().map(|j| j.tx.id()).collect();
                 node.mempool.remove(&ids);
                 for j in accepted {
-                    let _ = j.reply.send(Err(AdmitError::new("internal", "could not persist the transaction")));
+                    let _ = j.reply.send(Err(AdmitError::new(
+                        "internal",
+                        "could not persist the transaction",
+                    )));
                 }
             }
         }

@@ -37,16 +37,24 @@ impl Contract for NotaryContract {
     fn methods(&self) -> &'static [&'static str] {
         &["anchor"]
     }
-    fn call(&self, ctx: &mut CallContext<'_>, method: &str, args: &[u8]) -> Result<(), ContractError> {
+    fn call(
+        &self,
+        ctx: &mut CallContext<'_>,
+        method: &str,
+        args: &[u8],
+    ) -> Result<(), ContractError> {
         if method != "anchor" {
-            return Err(ContractError::new("unknown_method", format!("notary has no method {method}")));
+            return Err(ContractError::new(
+                "unknown_method",
+                format!("notary has no method {method}"),
+            ));
         }
         let a: Anchor = parse_args(args)?;
         if a.key.is_empty() || a.key.len() > 200 {
             return Err(ContractError::invalid_args("key must be 1-200 bytes"));
         }
-        let raw = hex::decode(&a.hash)
-            .map_err(|_| ContractError::invalid_args("hash must be hex"))?;
+        let raw =
+            hex::decode(&a.hash).map_err(|_| ContractError::invalid_args("hash must be hex"))?;
         if !(32..=64).contains(&raw.len()) {
             return Err(ContractError::invalid_args("hash must be 32 to 64 bytes"));
         }
@@ -69,6 +77,9 @@ impl Contract for NotaryContract {
             time_ms: ctx.block.time_ms,
         };
         ctx.set_json(&state_key, &rec)?;
-        ctx.emit("anchored", &serde_json::json!({"key": a.key, "hash": rec.hash, "by": rec.by}))
+        ctx.emit(
+            "anchored",
+            &serde_json::json!({"key": a.key, "hash": rec.hash, "by": rec.by}),
+        )
     }
 }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::contract::{StateRead, WriteSet, split_state_key};
 use crate::crypto::jmt_hashers::{Sha256Hasher, Sm3Hasher};
 use crate::crypto::{Digest, HashAlg, Suite};
-use crate::storage::{Store, StorageError};
+use crate::storage::{StorageError, Store};
 
 pub const PLACEHOLDER: [u8; 32] = *b"SPARSE_MERKLE_PLACEHOLDER_HASH__";
 pub const LEAF_DOMAIN: &[u8] = b"JMT::LeafNode";
@@ -65,7 +65,11 @@ impl TreeReader for DbReader<'_> {
         }
     }
 
-    fn get_value_option(&self, max_version: Version, key_hash: KeyHash) -> anyhow::Result<Option<OwnedValue>> {
+    fn get_value_option(
+        &self,
+        max_version: Version,
+        key_hash: KeyHash,
+    ) -> anyhow::Result<Option<OwnedValue>> {
         Ok(self
             .state
             .handle
@@ -104,13 +108,22 @@ fn tree_err(e: anyhow::Error) -> StateError {
 }
 
 impl StateStore {
-    pub fn new(store: Store, suite: Suite, handle: tokio::runtime::Handle, committed: Option<u64>) -> Self {
+    pub fn new(
+        store: Store,
+        suite: Suite,
+        handle: tokio::runtime::Handle,
+        committed: Option<u64>,
+    ) -> Self {
         Self {
             store,
             suite,
             handle,
-            nodes: Mutex::new(LruCache::new(NonZeroUsize::new(NODE_CACHE).unwrap_or(NonZeroUsize::MIN))),
-            values: Mutex::new(LruCache::new(NonZeroUsize::new(VALUE_CACHE).unwrap_or(NonZeroUsize::MIN))),
+            nodes: Mutex::new(LruCache::new(
+                NonZeroUsize::new(NODE_CACHE).unwrap_or(NonZeroUsize::MIN),
+            )),
+            values: Mutex::new(LruCache::new(
+                NonZeroUsize::new(VALUE_CACHE).unwrap_or(NonZeroUsize::MIN),
+            )),
             version: AtomicU64::new(committed.unwrap_or(u64::MAX)),
         }
     }
@@ -145,7 +158,10 @@ impl StateStore {
     }
 
     /// Latest committed value from async code.
-    pub async fn get_latest(self: &Arc<Self>, full_key: Vec<u8>) -> Result<Option<Vec<u8>>, StateError> {
+    pub async fn get_latest(
+        self: &Arc<Self>,
+        full_key: Vec<u8>,
+    ) -> Result<Option<Vec<u8>>, StateError> {
         let kh = self.key_hash(&full_key);
         if let Some(v) = self.values.lock().get(&kh) {
             return Ok(v.clone());
@@ -228,7 +244,11 @@ impl StateStore {
     }
 
     /// Proof of `full_key`'s value (or absence) at `version` (blocking).
-    pub fn prove_blocking(&self, full_key: &[u8], version: u64) -> Result<(Option<Vec<u8>>, StateProof), StateError> {
+    pub fn prove_blocking(
+        &self,
+        full_key: &[u8],
+        version: u64,
+    ) -> Result<(Option<Vec<u8>>, StateProof), StateError> {
         let kh = KeyHash(self.key_hash(full_key));
         let reader = DbReader { state: self };
         let encoded = match self.suite {
@@ -236,13 +256,19 @@ impl StateStore {
                 let (v, p) = JellyfishMerkleTree::<_, Sha256Hasher>::new(&reader)
                     .get_with_proof(kh, version)
                     .map_err(tree_err)?;
-                (v, borsh::to_vec(&p).map_err(|e| StateError::Tree(e.to_string()))?)
+                (
+                    v,
+                    borsh::to_vec(&p).map_err(|e| StateError::Tree(e.to_string()))?,
+                )
             }
             Suite::Sm2Sm3 => {
                 let (v, p) = JellyfishMerkleTree::<_, Sm3Hasher>::new(&reader)
                     .get_with_proof(kh, version)
                     .map_err(tree_err)?;
-                (v, borsh::to_vec(&p).map_err(|e| StateError::Tree(e.to_string()))?)
+                (
+                    v,
+                    borsh::to_vec(&p).map_err(|e| StateError::Tree(e.to_string()))?,
+                )
             }
         };
         let proof = portable_proof(self.hash_alg(), &encoded.1).map_err(StateError::Tree)?;
@@ -257,8 +283,16 @@ fn put<H: jmt::SimpleHasher>(
 ) -> Result<([u8; 32], TreeUpdateBatch), StateError> {
     let tree = JellyfishMerkleTree::<_, H>::new(reader);
     // jmt silently starts from an empty tree when the parent root is missing; refuse instead.
-    if version > 0 && tree.get_root_hash_option(version - 1).map_err(tree_err)?.is_none() {
-        return Err(StateError::Tree(format!("state root of version {} is missing", version - 1)));
+    if version > 0
+        && tree
+            .get_root_hash_option(version - 1)
+            .map_err(tree_err)?
+            .is_none()
+    {
+        return Err(StateError::Tree(format!(
+            "state root of version {} is missing",
+            version - 1
+        )));
     }
     let (root, batch) = tree.put_value_set(set, version).map_err(tree_err)?;
     Ok((root.0, batch))
@@ -312,7 +346,8 @@ fn portable_proof(alg: HashAlg, b: &[u8]) -> Result<StateProof, String> {
 
 fn hex32(s: &str) -> Result<[u8; 32], String> {
     let v = hex::decode(s).map_err(|_| "invalid hex in proof".to_string())?;
-    v.try_into().map_err(|_| "proof hash is not 32 bytes".to_string())
+    v.try_into()
+        .map_err(|_| "proof hash is not 32 bytes".to_string())
 }
 
 fn bit(key: &[u8; 32], i: usize) -> bool {
@@ -352,7 +387,9 @@ pub fn verify_state_proof(
             if lk == key_hash {
                 return Err("the key exists; absence cannot be proven".into());
             }
-            let common = (0..256).take_while(|&i| bit(&lk, i) == bit(&key_hash, i)).count();
+            let common = (0..256)
+                .take_while(|&i| bit(&lk, i) == bit(&key_hash, i))
+                .count();
             if common < n {
                 return Err("the proof's leaf is not on the key's path".into());
             }
@@ -384,6 +421,264 @@ pub struct CommittedView<'a>(pub &'a StateStore);
 
 impl StateRead for CommittedView<'_> {
     fn get(&self, full_key: &[u8]) -> Result<Option<Vec<u8>>, String> {
-        self.0.get_latest_blocking(full_key).map_err(|e| e.to_string())
+        self.0
+            .get_latest_blocking(full_key)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// `verify_state_proof` against jmt's own verifier, on real trees built by jmt.
+#[cfg(test)]
+mod proof_props {
+    use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+    use jmt::RootHash;
+    use jmt::SimpleHasher;
+    use jmt::proof::SparseMerkleProof;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The tree's storage in memory, filled from each version's `TreeUpdateBatch`.
+    #[derive(Default)]
+    struct MemTree {
+        nodes: HashMap<NodeKey, Node>,
+        values: BTreeMap<(KeyHash, Version), Option<OwnedValue>>,
+    }
+
+    impl MemTree {
+        fn apply(&mut self, batch: &TreeUpdateBatch) {
+            for (k, n) in batch.node_batch.nodes() {
+                self.nodes.insert(k.clone(), n.clone());
+            }
+            for ((version, kh), v) in batch.node_batch.values() {
+                self.values.insert((*kh, *version), v.clone());
+            }
+        }
+    }
+
+    impl TreeReader for MemTree {
+        fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
+            Ok(self.nodes.get(node_key).cloned())
+        }
+        fn get_value_option(
+            &self,
+            max_version: Version,
+            key_hash: KeyHash,
+        ) -> anyhow::Result<Option<OwnedValue>> {
+            Ok(self
+                .values
+                .range((key_hash, 0)..=(key_hash, max_version))
+                .next_back()
+                .and_then(|(_, v)| v.clone()))
+        }
+        fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
+            anyhow::bail!("not needed")
+        }
+    }
+
+    type Versions = Vec<BTreeMap<Vec<u8>, Option<Vec<u8>>>>;
+
+    /// Build the tree version by version; returns the storage and each version's root.
+    fn build<H: SimpleHasher>(alg: HashAlg, versions: &Versions) -> (MemTree, Vec<[u8; 32]>) {
+        let mut mem = MemTree::default();
+        let mut roots = Vec::new();
+        for (v, writes) in versions.iter().enumerate() {
+            let set: Vec<(KeyHash, Option<OwnedValue>)> = writes
+                .iter()
+                .map(|(k, val)| (KeyHash(alg.digest(k).bytes), val.clone()))
+                .collect();
+            let (root, batch) = JellyfishMerkleTree::<_, H>::new(&mem)
+                .put_value_set(set, v as Version)
+                .unwrap();
+            mem.apply(&batch);
+            roots.push(root.0);
+        }
+        (mem, roots)
+    }
+
+    fn portable<H: SimpleHasher>(alg: HashAlg, p: &SparseMerkleProof<H>) -> StateProof {
+        portable_proof(alg, &borsh::to_vec(p).unwrap()).unwrap()
+    }
+
+    fn flip_hex(s: &str, bit: usize) -> String {
+        let mut b = hex::decode(s).unwrap();
+        let i = bit / 8 % b.len();
+        b[i] ^= 0x80 >> (bit % 8);
+        hex::encode(b)
+    }
+
+    /// For every probed key: ours and jmt's verifier agree on the true claim, on false claims
+    /// and on a wrong root; and every single-bit change to the proof or value is rejected.
+    fn check_agreement<H: SimpleHasher>(
+        alg: HashAlg,
+        versions: &Versions,
+        probes: &[Vec<u8>],
+        bit: usize,
+    ) -> Result<(), TestCaseError> {
+        let (mem, roots) = build::<H>(alg, versions);
+        let tree = JellyfishMerkleTree::<_, H>::new(&mem);
+        for (version, root) in roots.iter().enumerate() {
+            let version = version as Version;
+            for key in probes {
+                let kh = KeyHash(alg.digest(key).bytes);
+                let (value, proof) = tree.get_with_proof(kh, version).unwrap();
+                let p = portable(alg, &proof);
+                let mut wrong_root = *root;
+                wrong_root[bit % 32] ^= 1;
+                let mut other_value = value.clone().unwrap_or_default();
+                other_value.push(bit as u8);
+                let claims: Vec<Option<Vec<u8>>> =
+                    vec![value.clone(), None, Some(other_value), Some(vec![])];
+                for claim in &claims {
+                    for r in [*root, wrong_root] {
+                        let theirs = proof.verify(RootHash(r), kh, claim.as_ref()).is_ok();
+                        let ours = verify_state_proof(alg, &r, key, claim.as_deref(), &p).is_ok();
+                        prop_assert_eq!(ours, theirs, "claim {:?} root ok {}", claim, r == *root);
+                    }
+                }
+                // The true claim holds.
+                prop_assert!(verify_state_proof(alg, root, key, value.as_deref(), &p).is_ok());
+                // Tampering with any part of the proof breaks it.
+                for i in 0..p.siblings.len() {
+                    let mut bad = p.clone();
+                    bad.siblings[i] = flip_hex(&bad.siblings[i], bit);
+                    prop_assert!(
+                        verify_state_proof(alg, root, key, value.as_deref(), &bad).is_err(),
+                        "sibling {}",
+                        i
+                    );
+                }
+                if let Some(leaf) = &p.leaf {
+                    let mut bad = p.clone();
+                    bad.leaf.as_mut().unwrap().value_hash = flip_hex(&leaf.value_hash, bit);
+                    prop_assert!(
+                        verify_state_proof(alg, root, key, value.as_deref(), &bad).is_err()
+                    );
+                    let mut bad = p.clone();
+                    bad.leaf.as_mut().unwrap().key_hash = flip_hex(&leaf.key_hash, bit);
+                    prop_assert!(
+                        verify_state_proof(alg, root, key, value.as_deref(), &bad).is_err()
+                    );
+                    // Dropping the leaf turns it into a claim about an empty subtree: rejected.
+                    let mut bad = p.clone();
+                    bad.leaf = None;
+                    prop_assert!(
+                        verify_state_proof(alg, root, key, value.as_deref(), &bad).is_err()
+                    );
+                }
+                if !p.siblings.is_empty() {
+                    let mut bad = p.clone();
+                    bad.siblings.pop();
+                    prop_assert!(
+                        verify_state_proof(alg, root, key, value.as_deref(), &bad).is_err()
+                    );
+                    let mut bad = p.clone();
+                    bad.siblings.remove(0);
+                    prop_assert!(
+                        verify_state_proof(alg, root, key, value.as_deref(), &bad).is_err()
+                    );
+                }
+                let mut bad = p.clone();
+                bad.siblings.push(hex::encode(PLACEHOLDER));
+                prop_assert!(verify_state_proof(alg, root, key, value.as_deref(), &bad).is_err());
+                if let Some(v) = &value {
+                    if !v.is_empty() {
+                        let mut bv = v.clone();
+                        let i = (bit / 8) % v.len();
+                        bv[i] ^= 0x80 >> (bit % 8);
+                        prop_assert!(verify_state_proof(alg, root, key, Some(&bv), &p).is_err());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn versions() -> impl Strategy<Value = (Versions, Vec<Vec<u8>>)> {
+        let key = prop::collection::vec(any::<u8>(), 1..12);
+        (
+            prop::collection::btree_set(key.clone(), 0..40),
+            prop::collection::vec(prop::collection::vec(any::<u8>(), 0..24), 40),
+            prop::collection::vec(any::<u8>(), 40),
+            prop::collection::vec(key, 0..6),
+        )
+            .prop_map(|(keys, vals, ops, absent)| {
+                let keys: Vec<Vec<u8>> = keys.into_iter().collect();
+                // version 0: insert every key
+                let v0: BTreeMap<_, _> = keys
+                    .iter()
+                    .zip(&vals)
+                    .map(|(k, v)| (k.clone(), Some(v.clone())))
+                    .collect();
+                // version 1: update, delete or keep each key
+                let mut v1 = BTreeMap::new();
+                for (i, k) in keys.iter().enumerate() {
+                    match ops[i] % 3 {
+                        0 => {
+                            let mut nv = vals[i].clone();
+                            nv.push(ops[i]);
+                            v1.insert(k.clone(), Some(nv));
+                        }
+                        1 => {
+                            v1.insert(k.clone(), None);
+                        }
+                        _ => {}
+                    }
+                }
+                let mut probes: BTreeSet<Vec<u8>> = keys.into_iter().collect();
+                probes.extend(absent);
+                (vec![v0, v1], probes.into_iter().collect())
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn sha256_state_proofs_agree_with_jmt((vs, probes) in versions(), bit in 0usize..256) {
+            check_agreement::<Sha256Hasher>(HashAlg::Sha256, &vs, &probes, bit)?;
+        }
+
+        #[test]
+        fn sm3_state_proofs_agree_with_jmt((vs, probes) in versions(), bit in 0usize..256) {
+            check_agreement::<Sm3Hasher>(HashAlg::Sm3, &vs, &probes, bit)?;
+        }
+    }
+
+    /// A proof for one key is not a proof for another, and a proof under one hash algorithm does
+    /// not verify under the other.
+    #[test]
+    fn proofs_are_bound_to_key_and_algorithm() {
+        let mut v0 = BTreeMap::new();
+        for i in 0..20u8 {
+            v0.insert(vec![i], Some(vec![i; 3]));
+        }
+        let vs = vec![v0];
+        let (mem, roots) = build::<Sha256Hasher>(HashAlg::Sha256, &vs);
+        let tree = JellyfishMerkleTree::<_, Sha256Hasher>::new(&mem);
+        let kh = KeyHash(HashAlg::Sha256.digest(&[3u8]).bytes);
+        let (value, proof) = tree.get_with_proof(kh, 0).unwrap();
+        assert_eq!(value, Some(vec![3u8; 3]));
+        let p = portable(HashAlg::Sha256, &proof);
+        assert!(verify_state_proof(HashAlg::Sha256, &roots[0], &[3], Some(&[3, 3, 3]), &p).is_ok());
+        assert!(
+            verify_state_proof(HashAlg::Sha256, &roots[0], &[4], Some(&[3, 3, 3]), &p).is_err()
+        );
+        assert!(verify_state_proof(HashAlg::Sha256, &roots[0], &[4], None, &p).is_err());
+        assert!(verify_state_proof(HashAlg::Sm3, &roots[0], &[3], Some(&[3, 3, 3]), &p).is_err());
+        // Malformed hex and over-long proofs are refused, not panicked on.
+        let mut bad = p.clone();
+        bad.siblings[0] = "zz".into();
+        assert!(
+            verify_state_proof(HashAlg::Sha256, &roots[0], &[3], Some(&[3, 3, 3]), &bad).is_err()
+        );
+        let mut bad = p.clone();
+        bad.siblings = vec![hex::encode(PLACEHOLDER); 257];
+        assert!(
+            verify_state_proof(HashAlg::Sha256, &roots[0], &[3], Some(&[3, 3, 3]), &bad).is_err()
+        );
+        assert!(portable_proof(HashAlg::Sha256, &[1, 0]).is_err());
+        assert!(portable_proof(HashAlg::Sha256, &[9]).is_err());
     }
 }

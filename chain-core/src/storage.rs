@@ -338,7 +338,11 @@ impl Store {
             .await?)
     }
 
-    pub async fn blocks_desc(&self, before: Option<u64>, limit: u64) -> Result<Vec<block::Model>, StorageError> {
+    pub async fn blocks_desc(
+        &self,
+        before: Option<u64>,
+        limit: u64,
+    ) -> Result<Vec<block::Model>, StorageError> {
         let mut q = block::Entity::find().order_by_desc(block::Column::Height);
         if let Some(b) = before {
             q = q.filter(block::Column::Height.lt(i64_of(b)));
@@ -358,7 +362,11 @@ impl Store {
             .await?)
     }
 
-    pub async fn txs_by_sender(&self, sender: &str, limit: u64) -> Result<Vec<tx::Model>, StorageError> {
+    pub async fn txs_by_sender(
+        &self,
+        sender: &str,
+        limit: u64,
+    ) -> Result<Vec<tx::Model>, StorageError> {
         Ok(tx::Entity::find()
             .filter(tx::Column::Sender.eq(sender))
             .order_by_desc(tx::Column::Height)
@@ -397,16 +405,28 @@ impl Store {
             .await?)
     }
 
-    pub async fn state_keys(&self, contract: &str, after: Option<&[u8]>, limit: u64) -> Result<Vec<state_key::Model>, StorageError> {
+    pub async fn state_keys(
+        &self,
+        contract: &str,
+        after: Option<&[u8]>,
+        limit: u64,
+    ) -> Result<Vec<state_key::Model>, StorageError> {
         let mut q = state_key::Entity::find().filter(state_key::Column::Contract.eq(contract));
         if let Some(a) = after {
             q = q.filter(state_key::Column::Key.gt(a.to_vec()));
         }
-        Ok(q.order_by_asc(state_key::Column::Key).limit(limit).all(&self.db).await?)
+        Ok(q.order_by_asc(state_key::Column::Key)
+            .limit(limit)
+            .all(&self.db)
+            .await?)
     }
 
     /// Value of `key_hash` as of `version` (None if never set or deleted).
-    pub async fn value_at(&self, key_hash: &[u8], version: u64) -> Result<Option<Vec<u8>>, StorageError> {
+    pub async fn value_at(
+        &self,
+        key_hash: &[u8],
+        version: u64,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(jmt_value::Entity::find()
             .filter(jmt_value::Column::KeyHash.eq(key_hash.to_vec()))
             .filter(jmt_value::Column::Version.lte(i64_of(version)))
@@ -443,7 +463,10 @@ impl Store {
     }
 
     /// Durably record admitted transactions (one database transaction for the whole batch).
-    pub async fn pending_insert(&self, rows: &[(Vec<u8>, Vec<u8>, u64)]) -> Result<(), StorageError> {
+    pub async fn pending_insert(
+        &self,
+        rows: &[(Vec<u8>, Vec<u8>, u64)],
+    ) -> Result<(), StorageError> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -458,7 +481,11 @@ impl Store {
             for (id, raw, ms) in chunk {
                 stmt.values_panic([id.clone().into(), raw.clone().into(), i64_of(*ms).into()]);
             }
-            stmt.on_conflict(OnConflict::column(pending_tx::Column::Id).do_nothing().to_owned());
+            stmt.on_conflict(
+                OnConflict::column(pending_tx::Column::Id)
+                    .do_nothing()
+                    .to_owned(),
+            );
             txn.execute(&stmt).await?;
         }
         txn.commit().await?;
@@ -570,7 +597,11 @@ impl Store {
             for (h, c, k) in chunk {
                 stmt.values_panic([h.clone().into(), c.clone().into(), k.clone().into()]);
             }
-            stmt.on_conflict(OnConflict::column(state_key::Column::KeyHash).do_nothing().to_owned());
+            stmt.on_conflict(
+                OnConflict::column(state_key::Column::KeyHash)
+                    .do_nothing()
+                    .to_owned(),
+            );
             txn.execute(&stmt).await?;
         }
 
@@ -595,7 +626,11 @@ impl Store {
                 stmt.values_panic([k.clone().into(), n.clone().into()]);
             }
             // A node key embeds its version, so a re-run after a crash writes identical rows.
-            stmt.on_conflict(OnConflict::column(jmt_node::Column::NodeKey).do_nothing().to_owned());
+            stmt.on_conflict(
+                OnConflict::column(jmt_node::Column::NodeKey)
+                    .do_nothing()
+                    .to_owned(),
+            );
             txn.execute(&stmt).await?;
         }
 

@@ -134,8 +134,7 @@ pub const VALIDATOR_CHANGE_DELAY: u64 = 2;
 fn valid_ident(s: &str, max: usize) -> bool {
     !s.is_empty()
         && s.len() <= max
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         && s.as_bytes()[0].is_ascii_alphanumeric()
 }
@@ -143,14 +142,16 @@ fn valid_ident(s: &str, max: usize) -> bool {
 fn valid_role(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
 }
 
 // ---- read helpers usable from any contract (the permission-check API) ----
 
-pub fn key_record(ctx: &CallContext<'_>, key: &PublicKey) -> Result<Option<KeyRecord>, ContractError> {
+pub fn key_record(
+    ctx: &CallContext<'_>,
+    key: &PublicKey,
+) -> Result<Option<KeyRecord>, ContractError> {
     ctx.get_json_in(NAME, &format!("key/{key}"))
 }
 
@@ -197,7 +198,11 @@ fn put_member(ctx: &mut CallContext<'_>, m: &Member) -> Result<(), ContractError
     ctx.set_json(&format!("member/{}", m.id()), m)
 }
 
-fn put_key(ctx: &mut CallContext<'_>, key: &PublicKey, rec: &KeyRecord) -> Result<(), ContractError> {
+fn put_key(
+    ctx: &mut CallContext<'_>,
+    key: &PublicKey,
+    rec: &KeyRecord,
+) -> Result<(), ContractError> {
     ctx.set_json(&format!("key/{key}"), rec)
 }
 
@@ -231,7 +236,10 @@ fn add_member(
     require_suite_key(ctx, key)?;
     let id = format!("{org}/{name}");
     if member(ctx, &id)?.is_some() {
-        return Err(ContractError::new("already_exists", format!("member {id} exists")));
+        return Err(ContractError::new(
+            "already_exists",
+            format!("member {id} exists"),
+        ));
     }
     if key_record(ctx, key)?.is_some() {
         return Err(ContractError::new(
@@ -271,7 +279,9 @@ fn admit_org(
         ));
     }
     if name.trim().is_empty() || name.len() > 200 {
-        return Err(ContractError::invalid_args("organisation name must be 1-200 bytes"));
+        return Err(ContractError::invalid_args(
+            "organisation name must be 1-200 bytes",
+        ));
     }
     if ctx.get(format!("org/{id}").as_bytes())?.is_some() {
         return Err(ContractError::new(
@@ -375,7 +385,12 @@ impl Contract for SystemContract {
             "vote",
         ]
     }
-    fn call(&self, ctx: &mut CallContext<'_>, method: &str, args: &[u8]) -> Result<(), ContractError> {
+    fn call(
+        &self,
+        ctx: &mut CallContext<'_>,
+        method: &str,
+        args: &[u8],
+    ) -> Result<(), ContractError> {
         match method {
             "register_member" => {
                 let a: RegisterMember = parse_args(args)?;
@@ -409,7 +424,10 @@ impl Contract for SystemContract {
                 let rec = key_record(ctx, &a.old_public_key)?
                     .ok_or_else(|| ContractError::not_found("the old key is not registered"))?;
                 if rec.status != Status::Active {
-                    return Err(ContractError::new("key_revoked", "the old key is not active"));
+                    return Err(ContractError::new(
+                        "key_revoked",
+                        "the old key is not active",
+                    ));
                 }
                 let mut m = member(ctx, &rec.member)?
                     .ok_or_else(|| ContractError::not_found("member record missing"))?;
@@ -420,7 +438,10 @@ impl Contract for SystemContract {
                 }
                 require_suite_key(ctx, &a.new_public_key)?;
                 if key_record(ctx, &a.new_public_key)?.is_some() {
-                    return Err(ContractError::new("key_in_use", "the new key is already registered"));
+                    return Err(ContractError::new(
+                        "key_in_use",
+                        "the new key is already registered",
+                    ));
                 }
                 let h = ctx.block.height;
                 put_key(
@@ -460,7 +481,10 @@ impl Contract for SystemContract {
                     sender_member(ctx)?;
                 }
                 if rec.status == Status::Revoked {
-                    return Err(ContractError::new("key_revoked", "the key is already revoked"));
+                    return Err(ContractError::new(
+                        "key_revoked",
+                        "the key is already revoked",
+                    ));
                 }
                 put_key(
                     ctx,
@@ -481,7 +505,9 @@ impl Contract for SystemContract {
                 let admin = require_role(ctx, ROLE_ORG_ADMIN)?;
                 validate_action(ctx, &a.action)?;
                 if a.description.len() > 4000 {
-                    return Err(ContractError::invalid_args("description is limited to 4000 bytes"));
+                    return Err(ContractError::invalid_args(
+                        "description is limited to 4000 bytes",
+                    ));
                 }
                 let params: GovernanceParams = ctx.get_json("governance")?.unwrap_or_default();
                 let id = ctx.get_json::<u64>("proposal_seq")?.unwrap_or(0) + 1;
@@ -508,9 +534,9 @@ impl Contract for SystemContract {
                 let a: Vote = parse_args(args)?;
                 let admin = require_role(ctx, ROLE_ORG_ADMIN)?;
                 let key = format!("proposal/{}", a.proposal_id);
-                let mut p: Proposal = ctx
-                    .get_json(&key)?
-                    .ok_or_else(|| ContractError::not_found(format!("no proposal {}", a.proposal_id)))?;
+                let mut p: Proposal = ctx.get_json(&key)?.ok_or_else(|| {
+                    ContractError::not_found(format!("no proposal {}", a.proposal_id))
+                })?;
                 if p.status != ProposalStatus::Open {
                     return Err(ContractError::new(
                         "proposal_closed",
@@ -554,10 +580,15 @@ fn validate_action(ctx: &CallContext<'_>, action: &ProposalAction) -> Result<(),
     match action {
         ProposalAction::AdmitOrganisation { id, admin, .. } => {
             if !valid_ident(id, 32) {
-                return Err(ContractError::invalid_args("organisation id must be 1-32 of [a-z0-9_-]"));
+                return Err(ContractError::invalid_args(
+                    "organisation id must be 1-32 of [a-z0-9_-]",
+                ));
             }
             if ctx.get(format!("org/{id}").as_bytes())?.is_some() {
-                return Err(ContractError::new("already_exists", format!("organisation {id} exists")));
+                return Err(ContractError::new(
+                    "already_exists",
+                    format!("organisation {id} exists"),
+                ));
             }
             require_suite_key(ctx, &admin.public_key)
         }
@@ -657,13 +688,18 @@ pub fn genesis(
         ctx.set_json(&format!("contract_version/{name}"), version)?;
     }
     for o in orgs {
-        let first = o
-            .admins
-            .first()
-            .ok_or_else(|| ContractError::invalid_args(format!("organisation {} has no admin", o.id)))?;
+        let first = o.admins.first().ok_or_else(|| {
+            ContractError::invalid_args(format!("organisation {} has no admin", o.id))
+        })?;
         admit_org(ctx, &o.id, &o.name, first)?;
         for a in &o.admins[1..] {
-            add_member(ctx, &o.id, &a.name, &a.public_key, vec![ROLE_ORG_ADMIN.into()])?;
+            add_member(
+                ctx,
+                &o.id,
+                &a.name,
+                &a.public_key,
+                vec![ROLE_ORG_ADMIN.into()],
+            )?;
         }
         for m in &o.members {
             add_member(ctx, &o.id, &m.name, &m.public_key, m.roles.clone())?;

@@ -288,7 +288,12 @@ pub struct CommitCertificate {
 }
 
 impl CommitCertificate {
-    pub fn precommit_message(chain_id: &str, height: u64, round: u32, block_hash: &Digest) -> Vec<u8> {
+    pub fn precommit_message(
+        chain_id: &str,
+        height: u64,
+        round: u32,
+        block_hash: &Digest,
+    ) -> Vec<u8> {
         let mut w = Writer::with_capacity(96);
         w.raw(PRECOMMIT_DOMAIN)
             .str(chain_id)
@@ -347,7 +352,10 @@ impl CommitCertificate {
         let mut power: u128 = 0;
         for s in &self.signatures {
             let i = s.validator_index as usize;
-            let v = set.validators().get(i).ok_or(CommitError::UnknownSigner(i))?;
+            let v = set
+                .validators()
+                .get(i)
+                .ok_or(CommitError::UnknownSigner(i))?;
             if std::mem::replace(&mut seen[i], true) {
                 return Err(CommitError::DuplicateSigner(i));
             }
@@ -494,4 +502,328 @@ pub fn build_tx(
         args,
     }
     .sign(key, suite.hash())
+}
+
+/// Property tests of the canonical encoding: every value round-trips, decoding is strict, and
+/// signed transactions cannot be altered without detection.
+#[cfg(test)]
+mod encoding_props {
+    use super::*;
+    use crate::crypto::SigAlg;
+    use proptest::prelude::*;
+
+    fn sig_alg() -> impl Strategy<Value = SigAlg> {
+        prop_oneof![Just(SigAlg::Ed25519), Just(SigAlg::Sm2)]
+    }
+
+    fn hash_alg() -> impl Strategy<Value = HashAlg> {
+        prop_oneof![Just(HashAlg::Sha256), Just(HashAlg::Sm3)]
+    }
+
+    fn suite() -> impl Strategy<Value = Suite> {
+        prop_oneof![Just(Suite::Ed25519Sha256), Just(Suite::Sm2Sm3)]
+    }
+
+    fn key(alg: SigAlg, seed: u64) -> SigningKey {
+        SigningKey::from_label(alg, &format!("prop-{seed}"))
+    }
+
+    fn public_key() -> impl Strategy<Value = PublicKey> {
+        (sig_alg(), any::<u64>()).prop_map(|(a, s)| key(a, s).public_key())
+    }
+
+    fn digest() -> impl Strategy<Value = Digest> {
+        (hash_alg(), any::<[u8; 32]>()).prop_map(|(alg, bytes)| Digest { alg, bytes })
+    }
+
+    fn signature() -> impl Strategy<Value = Signature> {
+        (sig_alg(), prop::collection::vec(any::<u8>(), 64))
+            .prop_map(|(a, b)| Signature::new(a, b).unwrap())
+    }
+
+    /// Up to 16 characters of any script: at most 64 bytes, the limit of names and chain ids.
+    fn name() -> impl Strategy<Value = String> {
+        "\\PC{0,16}"
+    }
+
+    fn tx_body(alg: SigAlg, seed: u64) -> impl Strategy<Value = TxBody> {
+        (
+            name(),
+            any::<u64>(),
+            any::<u64>(),
+            name(),
+            name(),
+            prop::collection::vec(any::<u8>(), 0..300),
+        )
+            .prop_map(
+                move |(chain_id, nonce, expiry_ms, contract, method, args)| TxBody {
+                    chain_id,
+                    sender: key(alg, seed).public_key(),
+                    nonce,
+                    expiry_ms,
+                    contract,
+                    method,
+                    args,
+                },
+            )
+    }
+
+    fn header() -> impl Strategy<Value = BlockHeader> {
+        (
+            name(),
+            any::<u64>(),
+            any::<u64>(),
+            (digest(), digest(), digest(), digest(), digest()),
+            public_key(),
+        )
+            .prop_map(|(chain_id, height, time_ms, d, proposer)| BlockHeader {
+                chain_id,
+                height,
+                time_ms,
+                prev_hash: d.0,
+                tx_root: d.1,
+                receipt_root: d.2,
+                state_root: d.3,
+                validator_set_hash: d.4,
+                proposer,
+            })
+    }
+
+    fn certificate() -> impl Strategy<Value = CommitCertificate> {
+        (
+            any::<u64>(),
+            any::<u32>(),
+            digest(),
+            prop::collection::vec(
+                (any::<u32>(), signature()).prop_map(|(validator_index, signature)| CommitSig {
+                    validator_index,
+                    signature,
+                }),
+                0..6,
+            ),
+        )
+            .prop_map(
+                |(height, round, block_hash, signatures)| CommitCertificate {
+                    height,
+                    round,
+                    block_hash,
+                    signatures,
+                },
+            )
+    }
+
+    fn receipt() -> impl Strategy<Value = Receipt> {
+        (
+            digest(),
+            prop_oneof![Just(TxStatus::Ok), Just(TxStatus::Failed)],
+            "\\PC{0,20}",
+            "\\PC{0,40}",
+            prop::collection::vec(
+                (name(), name(), prop::collection::vec(any::<u8>(), 0..80)).prop_map(
+                    |(contract, kind, data)| Event {
+                        contract,
+                        kind,
+                        data,
+                    },
+                ),
+                0..4,
+            ),
+        )
+            .prop_map(|(tx_id, status, code, message, events)| Receipt {
+                tx_id,
+                status,
+                code,
+                message,
+                events,
+            })
+    }
+
+    fn validator_set() -> impl Strategy<Value = ValidatorSet> {
+        (
+            sig_alg(),
+            prop::collection::btree_set(any::<u32>(), 1..6),
+            prop::collection::vec(1u64..=u64::MAX / 64, 6),
+        )
+            .prop_map(|(alg, seeds, powers)| {
+                let vals = seeds
+                    .into_iter()
+                    .zip(powers)
+                    .map(|(s, power)| Validator {
+                        public_key: key(alg, s as u64).public_key(),
+                        power,
+                    })
+                    .collect();
+                ValidatorSet::new(vals).unwrap()
+            })
+    }
+
+    /// Every strict prefix and every one-byte extension of `bytes` must fail to decode.
+    fn assert_strict<T: std::fmt::Debug>(
+        bytes: &[u8],
+        decode: impl Fn(&[u8]) -> Result<T, DecodeError>,
+    ) -> Result<(), TestCaseError> {
+        for n in 0..bytes.len() {
+            prop_assert!(decode(&bytes[..n]).is_err(), "prefix of {n} bytes decoded");
+        }
+        for extra in [0u8, 1, 0xff] {
+            let mut longer = bytes.to_vec();
+            longer.push(extra);
+            prop_assert!(
+                matches!(decode(&longer), Err(DecodeError::Trailing(1))),
+                "trailing byte accepted"
+            );
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn tx_body_and_signed_tx_round_trip(
+            (alg, seed, body) in (sig_alg(), any::<u64>())
+                .prop_flat_map(|(a, s)| (Just(a), Just(s), tx_body(a, s))),
+            h in hash_alg(),
+        ) {
+            let bytes = body.encode();
+            prop_assert_eq!(&TxBody::decode(&bytes).unwrap(), &body);
+            assert_strict(&bytes, TxBody::decode)?;
+
+            let k = key(alg, seed);
+            let stx = body.clone().sign(&k, h);
+            prop_assert_eq!(stx.body_bytes(), bytes.as_slice());
+            prop_assert_eq!(stx.id(), h.digest(stx.bytes()));
+            prop_assert!(stx.verify_signature().is_ok());
+            let back = SignedTx::decode(stx.bytes(), h).unwrap();
+            prop_assert_eq!(&back.body, &body);
+            prop_assert_eq!(&back.signature, &stx.signature);
+            prop_assert_eq!(back.id(), stx.id());
+            prop_assert_eq!(back.bytes(), stx.bytes());
+            prop_assert_eq!(back.body_bytes(), stx.body_bytes());
+            prop_assert!(back.verify_signature().is_ok());
+            assert_strict(stx.bytes(), |b| SignedTx::decode(b, h))?;
+        }
+
+        #[test]
+        fn block_header_round_trip(hd in header()) {
+            let bytes = hd.encode();
+            let back = BlockHeader::decode(&bytes).unwrap();
+            prop_assert_eq!(&back, &hd);
+            prop_assert_eq!(back.hash(), hd.hash());
+            assert_strict(&bytes, BlockHeader::decode)?;
+        }
+
+        #[test]
+        fn commit_certificate_round_trip(c in certificate()) {
+            let bytes = c.encode();
+            prop_assert_eq!(&CommitCertificate::decode(&bytes).unwrap(), &c);
+            assert_strict(&bytes, CommitCertificate::decode)?;
+        }
+
+        #[test]
+        fn receipt_round_trip(r in receipt()) {
+            let bytes = r.encode();
+            prop_assert_eq!(&Receipt::decode(&bytes).unwrap(), &r);
+            assert_strict(&bytes, Receipt::decode)?;
+        }
+
+        #[test]
+        fn validator_set_round_trip(set in validator_set(), h in hash_alg()) {
+            let bytes = set.encode();
+            let back = ValidatorSet::decode(&bytes).unwrap();
+            prop_assert_eq!(&back, &set);
+            prop_assert_eq!(back.hash(h), set.hash(h));
+            assert_strict(&bytes, ValidatorSet::decode)?;
+            // The same validators in another order are not the canonical encoding.
+            if set.validators().len() > 1 {
+                let mut w = Writer::new();
+                let mut rev = set.validators().to_vec();
+                rev.reverse();
+                w.list(&rev, |w, v| {
+                    w.public_key(&v.public_key).u64(v.power);
+                });
+                prop_assert!(ValidatorSet::decode(&w.finish()).is_err());
+            }
+        }
+
+        /// A single flipped bit anywhere in a signed transaction is caught: the bytes no longer
+        /// decode, or the signature no longer verifies (and the id always changes).
+        #[test]
+        fn any_bit_flip_in_a_signed_tx_is_detected(
+            (alg, seed, body) in (sig_alg(), any::<u64>())
+                .prop_flat_map(|(a, s)| (Just(a), Just(s), tx_body(a, s))),
+            s in suite(),
+            picks in prop::collection::vec(any::<prop::sample::Index>(), 24),
+        ) {
+            let stx = body.sign(&key(alg, seed), s.hash());
+            let bits = stx.bytes().len() * 8;
+            for p in picks {
+                let bit = p.index(bits);
+                prop_assert!(flip_detected(&stx, s.hash(), bit), "bit {} of {} undetected", bit, bits);
+            }
+        }
+    }
+
+    fn flip_detected(stx: &SignedTx, h: HashAlg, bit: usize) -> bool {
+        let mut bad = stx.bytes().to_vec();
+        bad[bit / 8] ^= 0x80 >> (bit % 8);
+        match SignedTx::decode(&bad, h) {
+            Err(_) => true,
+            Ok(t) => {
+                assert_ne!(t.id(), stx.id(), "a different byte string has the same id");
+                t.verify_signature().is_err()
+            }
+        }
+    }
+
+    /// Every bit of one transaction per suite, exhaustively.
+    #[test]
+    fn every_bit_flip_is_detected_in_both_suites() {
+        for s in [Suite::Ed25519Sha256, Suite::Sm2Sm3] {
+            let k = SigningKey::from_label(s.sig(), "flip");
+            let stx = build_tx(
+                s,
+                "chain-1",
+                &k,
+                7,
+                1_700_000_000_000,
+                "notary",
+                "anchor",
+                br#"{"key":"k","hash":"00"}"#.to_vec(),
+            );
+            for bit in 0..stx.bytes().len() * 8 {
+                assert!(flip_detected(&stx, s.hash(), bit), "{s}: bit {bit}");
+            }
+        }
+    }
+
+    #[test]
+    fn signature_over_another_chain_or_domain_fails() {
+        let k = SigningKey::from_label(SigAlg::Ed25519, "domain");
+        let body = TxBody {
+            chain_id: "a".into(),
+            sender: k.public_key(),
+            nonce: 0,
+            expiry_ms: 1,
+            contract: "notary".into(),
+            method: "anchor".into(),
+            args: vec![],
+        };
+        // A signature over the body bytes without the domain tag is not a transaction signature.
+        let raw_sig = k.sign(&body.encode());
+        let mut w = Writer::new();
+        w.bytes(&body.encode()).signature(&raw_sig);
+        let stx = SignedTx::decode(&w.finish(), HashAlg::Sha256).unwrap();
+        assert!(stx.verify_signature().is_err());
+        // Swapping in a signature made for another chain id fails too.
+        let other = TxBody {
+            chain_id: "b".into(),
+            ..body.clone()
+        }
+        .sign(&k, HashAlg::Sha256);
+        let mut w = Writer::new();
+        w.bytes(&body.encode()).signature(&other.signature);
+        let stx = SignedTx::decode(&w.finish(), HashAlg::Sha256).unwrap();
+        assert!(stx.verify_signature().is_err());
+    }
 }

@@ -126,9 +126,14 @@ impl TestNode {
         let chain_id = format!("test-{}", rand_suffix());
         let genesis = test_genesis(opts.suite, &chain_id);
         let store = Store::open(&db_url).await.expect("open store");
-        let node = Node::open(store, genesis.clone(), chain_core::core_contracts(), opts.cfg)
-            .await
-            .expect("open node");
+        let node = Node::open(
+            store,
+            genesis.clone(),
+            chain_core::core_contracts(),
+            opts.cfg,
+        )
+        .await
+        .expect("open node");
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let engine = SoloEngine::new(
             key(opts.suite, "validator"),
@@ -138,7 +143,9 @@ impl TestNode {
             },
         );
         tokio::spawn(engine.run(node.clone(), stop_rx.clone()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let app = chain_core::api::router(node.clone());
         let mut stop_http = stop_rx;
@@ -167,13 +174,30 @@ impl TestNode {
     }
 
     /// Build a transaction from `signer` with its next nonce (committed + pending).
-    pub async fn tx(&self, signer: &SigningKey, contract: &str, method: &str, args: Value) -> SignedTx {
-        let acc = self.get(&format!("/api/v1/accounts/{}", signer.public_key())).await.1;
+    pub async fn tx(
+        &self,
+        signer: &SigningKey,
+        contract: &str,
+        method: &str,
+        args: Value,
+    ) -> SignedTx {
+        let acc = self
+            .get(&format!("/api/v1/accounts/{}", signer.public_key()))
+            .await
+            .1;
         let nonce = acc["nonce"].as_u64().unwrap_or(0) + acc["pending"].as_u64().unwrap_or(0);
         self.tx_with(signer, nonce, now_ms() + 60_000, contract, method, args)
     }
 
-    pub fn tx_with(&self, signer: &SigningKey, nonce: u64, expiry: u64, contract: &str, method: &str, args: Value) -> SignedTx {
+    pub fn tx_with(
+        &self,
+        signer: &SigningKey,
+        nonce: u64,
+        expiry: u64,
+        contract: &str,
+        method: &str,
+        args: Value,
+    ) -> SignedTx {
         build_tx(
             self.suite,
             &self.chain_id,
@@ -205,7 +229,13 @@ impl TestNode {
     }
 
     /// Submit, wait for commit, and require an ok receipt.
-    pub async fn call_ok(&self, signer: &SigningKey, contract: &str, method: &str, args: Value) -> Value {
+    pub async fn call_ok(
+        &self,
+        signer: &SigningKey,
+        contract: &str,
+        method: &str,
+        args: Value,
+    ) -> Value {
         let tx = self.tx(signer, contract, method, args).await;
         let (s, v) = self.submit_wait(&tx).await;
         assert_eq!(s, 200, "submit failed: {v}");
@@ -214,7 +244,13 @@ impl TestNode {
     }
 
     /// Submit, wait for commit, return the receipt (which may have failed).
-    pub async fn call(&self, signer: &SigningKey, contract: &str, method: &str, args: Value) -> Value {
+    pub async fn call(
+        &self,
+        signer: &SigningKey,
+        contract: &str,
+        method: &str,
+        args: Value,
+    ) -> Value {
         let tx = self.tx(signer, contract, method, args).await;
         let (s, v) = self.submit_wait(&tx).await;
         assert_eq!(s, 200, "submit failed: {v}");
@@ -222,7 +258,12 @@ impl TestNode {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self.client.get(format!("{}{path}", self.url)).send().await.expect("http");
+        let r = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("http");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -230,7 +271,13 @@ impl TestNode {
     pub async fn state(&self, contract: &str, key: &str) -> Value {
         let k: String = key
             .bytes()
-            .map(|b| if b.is_ascii_alphanumeric() || b"-_.".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
             .collect();
         self.get(&format!("/api/v1/state/{contract}/{k}")).await.1
     }

@@ -69,13 +69,22 @@ async fn next_nonce(client: &reqwest::Client, url: &str, key: &SigningKey) -> u6
 }
 
 /// Submits anchors from one key until the node stops answering; records acknowledged ids.
-async fn load(client: reqwest::Client, url: String, chain_id: String, key: Arc<SigningKey>, tag: String, acked: Arc<Mutex<Vec<String>>>) {
+async fn load(
+    client: reqwest::Client,
+    url: String,
+    chain_id: String,
+    key: Arc<SigningKey>,
+    tag: String,
+    acked: Arc<Mutex<Vec<String>>>,
+) {
     let mut nonce = next_nonce(&client, &url, &key).await;
     let mut i = 0u64;
     loop {
         let doc = format!("{tag}-{nonce}-{i}");
         i += 1;
-        let hash = chain_core::crypto::HashAlg::Sha256.digest(doc.as_bytes()).to_hex();
+        let hash = chain_core::crypto::HashAlg::Sha256
+            .digest(doc.as_bytes())
+            .to_hex();
         let tx = build_tx(
             Suite::Ed25519Sha256,
             &chain_id,
@@ -97,7 +106,9 @@ async fn load(client: reqwest::Client, url: String, chain_id: String, key: Arc<S
                 acked.lock().push(tx.id().to_hex());
                 nonce += 1;
             }
-            Ok(r) if r.status().as_u16() == 503 => tokio::time::sleep(Duration::from_millis(20)).await,
+            Ok(r) if r.status().as_u16() == 503 => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
             Ok(r) => panic!("unexpected rejection {}: {:?}", r.status(), r.text().await),
             Err(_) => return, // node is gone
         }
@@ -106,18 +117,30 @@ async fn load(client: reqwest::Client, url: String, chain_id: String, key: Arc<S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_minus_nine_under_load_loses_no_acknowledged_transaction() {
-    let cycles: usize = std::env::var("TRELLIS_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let cycles: usize = std::env::var("TRELLIS_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
     let dir = tempfile::tempdir().expect("tempdir");
     // SQLite in the temp dir, or a fresh PostgreSQL database when TRELLIS_TEST_DATABASE_URL is set.
     let db_url = crate::common::fresh_database(dir.path()).await;
-    let st = trellis(dir.path(), &db_url).arg("init").output().expect("init");
-    assert!(st.status.success(), "init failed: {}", String::from_utf8_lossy(&st.stderr));
+    let st = trellis(dir.path(), &db_url)
+        .arg("init")
+        .output()
+        .expect("init");
+    assert!(
+        st.status.success(),
+        "init failed: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     let ks = Keystore::open(dir.path().join("keystore")).expect("keystore");
     let keys: Vec<Arc<SigningKey>> = ["acme-admin", "swiftcold-admin", "freshmart-admin"]
         .iter()
         .map(|l| Arc::new(ks.load(l, PASS).expect("load key")))
         .collect();
-    let genesis: Value = serde_json::from_slice(&std::fs::read(dir.path().join("genesis.json")).expect("genesis")).expect("json");
+    let genesis: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("genesis.json")).expect("genesis"))
+            .expect("json");
     let chain_id = genesis["chain_id"].as_str().expect("chain id").to_string();
     let client = reqwest::Client::new();
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -143,7 +166,9 @@ async fn kill_minus_nine_under_load_loses_no_acknowledged_transaction() {
             })
             .collect();
         // kill at a pseudo-random moment between 300 and 1800 ms into the load
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let delay = 300 + (seed >> 33) % 1500;
         tokio::time::sleep(Duration::from_millis(delay)).await;
         child.kill().expect("kill -9");
@@ -159,7 +184,11 @@ async fn kill_minus_nine_under_load_loses_no_acknowledged_transaction() {
     let mut child = start(dir.path(), &db_url, port);
     wait_healthy(&client, &url).await;
     let acked = acked.lock().clone();
-    assert!(acked.len() > 20, "the load generator made too little progress ({} acks)", acked.len());
+    assert!(
+        acked.len() > 20,
+        "the load generator made too little progress ({} acks)",
+        acked.len()
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut heights: HashMap<String, u64> = HashMap::new();
     for id in &acked {
@@ -180,13 +209,18 @@ async fn kill_minus_nine_under_load_loses_no_acknowledged_transaction() {
                 v["status"] == "pending",
                 "acknowledged transaction {id} was lost after kill -9: {v}"
             );
-            assert!(Instant::now() < deadline, "acknowledged transaction {id} never committed");
+            assert!(
+                Instant::now() < deadline,
+                "acknowledged transaction {id} never committed"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
     // Exactly once: every anchor event corresponds to one transaction id.
     let ev: Value = client
-        .get(format!("{url}/api/v1/events?contract=notary&kind=anchored&limit=1000"))
+        .get(format!(
+            "{url}/api/v1/events?contract=notary&kind=anchored&limit=1000"
+        ))
         .send()
         .await
         .expect("events")
@@ -195,12 +229,21 @@ async fn kill_minus_nine_under_load_loses_no_acknowledged_transaction() {
         .expect("json");
     let mut seen = std::collections::HashSet::new();
     for e in ev["events"].as_array().expect("events") {
-        assert!(seen.insert(e["tx_id"].as_str().expect("tx id").to_string()), "a transaction was applied twice");
+        assert!(
+            seen.insert(e["tx_id"].as_str().expect("tx id").to_string()),
+            "a transaction was applied twice"
+        );
     }
     // Stop gracefully, then verify the whole chain offline from genesis.
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
     let _ = child.wait();
-    let out = trellis(dir.path(), &db_url).arg("verify-chain").output().expect("verify-chain");
+    let out = trellis(dir.path(), &db_url)
+        .arg("verify-chain")
+        .output()
+        .expect("verify-chain");
     assert!(
         out.status.success(),
         "chain does not verify after crashes: {}",

@@ -9,7 +9,11 @@ use crate::common::TestNode;
 async fn python_client_built_from_the_spec_interoperates() {
     let t = TestNode::start().await;
     let genesis_path = t.dir.path().join("genesis.json");
-    std::fs::write(&genesis_path, serde_json::to_vec_pretty(&t.genesis).unwrap()).unwrap();
+    std::fs::write(
+        &genesis_path,
+        serde_json::to_vec_pretty(&t.genesis).unwrap(),
+    )
+    .unwrap();
     let seed = hex::encode(t.key("alice").secret_bytes().as_ref());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/interop.py");
     let url = t.url.clone();
@@ -24,7 +28,10 @@ async fn python_client_built_from_the_spec_interoperates() {
     .expect("python3 must be installed (the test command installs it)");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "interop failed:\nstdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        out.status.success(),
+        "interop failed:\nstdout: {stdout}\nstderr: {stderr}"
+    );
     assert!(stdout.contains("interop ok tx_id="), "{stdout}");
     // The transaction the script sent is really on chain, as the node sees it.
     let tx_id = stdout

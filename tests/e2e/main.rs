@@ -1,6 +1,7 @@
 //! End-to-end tests: real nodes, real databases (SQLite, or PostgreSQL via
 //! TRELLIS_TEST_DATABASE_URL), real HTTP. One test binary for the whole workspace.
 
+mod api;
 mod common;
-mod interop;
 mod crash;
+mod interop;
