@@ -582,13 +582,13 @@ mod proof_props {
                 let mut bad = p.clone();
                 bad.siblings.push(hex::encode(PLACEHOLDER));
                 prop_assert!(verify_state_proof(alg, root, key, value.as_deref(), &bad).is_err());
-                if let Some(v) = &value {
-                    if !v.is_empty() {
-                        let mut bv = v.clone();
-                        let i = (bit / 8) % v.len();
-                        bv[i] ^= 0x80 >> (bit % 8);
-                        prop_assert!(verify_state_proof(alg, root, key, Some(&bv), &p).is_err());
-                    }
+                if let Some(v) = &value
+                    && !v.is_empty()
+                {
+                    let mut bv = v.clone();
+                    let i = (bit / 8) % v.len();
+                    bv[i] ^= 0x80 >> (bit % 8);
+                    prop_assert!(verify_state_proof(alg, root, key, Some(&bv), &p).is_err());
                 }
             }
         }

@@ -4,4 +4,5 @@
 mod api;
 mod common;
 mod crash;
+mod governance;
 mod interop;
