@@ -244,6 +244,7 @@ fn header_json(h: &BlockHeader) -> Value {
         "chain_id": h.chain_id,
         "height": h.height,
         "time_ms": h.time_ms,
+        "tx_count": h.tx_count,
         "prev_hash": h.prev_hash.to_hex(),
         "tx_root": h.tx_root.to_hex(),
         "receipt_root": h.receipt_root.to_hex(),

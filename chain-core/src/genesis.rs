@@ -141,6 +141,7 @@ impl Genesis {
             chain_id: self.chain_id.clone(),
             height: 0,
             time_ms: self.genesis_time_ms,
+            tx_count: 0,
             prev_hash: Digest::zero(hash),
             tx_root: merkle::root::<Vec<u8>>(hash, &[]),
             receipt_root: merkle::root::<Vec<u8>>(hash, &[]),

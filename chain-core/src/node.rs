@@ -628,6 +628,7 @@ impl Node {
                 chain_id: block.chain_id.clone(),
                 height: block.height,
                 time_ms: block.time_ms,
+                tx_count: ids.len() as u32,
                 prev_hash: block.prev_hash,
                 tx_root,
                 receipt_root,

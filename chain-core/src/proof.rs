@@ -167,6 +167,9 @@ pub fn verify_bundle(bundle: &ProofBundle, trusted: &ValidatorSet) -> Result<Ver
             stx.verify_signature()
                 .map_err(|e| err("bad_signature", format!("transaction signature: {e}")))?;
             let tx_id = stx.id();
+            if *tx_count != header.tx_count as u64 {
+                return Err(err("bad_proof", "tx_count differs from the block header's"));
+            }
             let path = hex32_list("path", path)?;
             if !merkle::verify_inclusion(
                 alg,
@@ -217,6 +220,14 @@ pub fn verify_bundle(bundle: &ProofBundle, trusted: &ValidatorSet) -> Result<Ver
             leaf,
             siblings,
         } => {
+            if contract.is_empty()
+                || contract.len() > crate::types::MAX_NAME_LEN
+                || !contract
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            {
+                return Err(err("malformed", "invalid contract name"));
+            }
             let raw_key = unhex("key", key)?;
             let value_bytes = value.as_deref().map(|v| unhex("value", v)).transpose()?;
             let full = crate::contract::state_key(contract, &raw_key);
@@ -335,6 +346,7 @@ mod bundle_tests {
             chain_id: CHAIN.into(),
             height: 7,
             time_ms: 1_700_000_000_000,
+            tx_count: ids.len() as u32,
             prev_hash: alg.digest(b"parent"),
             tx_root: merkle::root(alg, &ids),
             receipt_root: merkle::root(alg, &rbytes),

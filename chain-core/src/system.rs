@@ -576,21 +576,49 @@ impl Contract for SystemContract {
     }
 }
 
+/// Everything `admit_org` will require, checked up front so an approved proposal can always be
+/// applied.
+fn check_admission(
+    ctx: &CallContext<'_>,
+    id: &str,
+    name: &str,
+    admin: &NewAdmin,
+) -> Result<(), ContractError> {
+    if !valid_ident(id, 32) {
+        return Err(ContractError::invalid_args(
+            "organisation id must be 1-32 of [a-z0-9_-]",
+        ));
+    }
+    if name.trim().is_empty() || name.len() > 200 {
+        return Err(ContractError::invalid_args(
+            "organisation name must be 1-200 bytes",
+        ));
+    }
+    if ctx.get(format!("org/{id}").as_bytes())?.is_some() {
+        return Err(ContractError::new(
+            "already_exists",
+            format!("organisation {id} exists"),
+        ));
+    }
+    if !valid_ident(&admin.name, 64) {
+        return Err(ContractError::invalid_args(
+            "member name must be 1-64 of [a-z0-9_-]",
+        ));
+    }
+    require_suite_key(ctx, &admin.public_key)?;
+    if key_record(ctx, &admin.public_key)?.is_some() {
+        return Err(ContractError::new(
+            "key_in_use",
+            "this public key is already registered",
+        ));
+    }
+    Ok(())
+}
+
 fn validate_action(ctx: &CallContext<'_>, action: &ProposalAction) -> Result<(), ContractError> {
     match action {
-        ProposalAction::AdmitOrganisation { id, admin, .. } => {
-            if !valid_ident(id, 32) {
-                return Err(ContractError::invalid_args(
-                    "organisation id must be 1-32 of [a-z0-9_-]",
-                ));
-            }
-            if ctx.get(format!("org/{id}").as_bytes())?.is_some() {
-                return Err(ContractError::new(
-                    "already_exists",
-                    format!("organisation {id} exists"),
-                ));
-            }
-            require_suite_key(ctx, &admin.public_key)
+        ProposalAction::AdmitOrganisation { id, name, admin } => {
+            check_admission(ctx, id, name, admin)
         }
         ProposalAction::SetValidators { validators } => {
             crate::types::ValidatorSet::new(validators.clone())
@@ -623,6 +651,20 @@ fn tally(
     let den = params.quorum_denominator.max(1) as u64;
     let reached = |votes: u64| votes * den >= num * n;
     if reached(p.approvals.len() as u64) {
+        // State may have changed while the proposal was open (e.g. the admin key got
+        // registered meanwhile): close it as failed instead of leaving it open with every
+        // deciding vote reverting.
+        match validate_action(ctx, &p.action) {
+            Err(ContractError::Rejected { code, message }) => {
+                p.status = ProposalStatus::Rejected;
+                return ctx.emit(
+                    "proposal_failed",
+                    &serde_json::json!({"id": p.id, "code": code, "message": message}),
+                );
+            }
+            Err(e) => return Err(e),
+            Ok(()) => {}
+        }
         p.status = ProposalStatus::Approved;
         apply(ctx, &p.action)?;
         ctx.emit("proposal_approved", &serde_json::json!({"id": p.id}))?;

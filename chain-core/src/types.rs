@@ -223,6 +223,9 @@ pub struct BlockHeader {
     pub chain_id: String,
     pub height: u64,
     pub time_ms: u64,
+    /// Number of transactions; commits the size of the `tx_root` tree so a proof's index and
+    /// count are bound to the block.
+    pub tx_count: u32,
     pub prev_hash: Digest,
     pub tx_root: Digest,
     pub receipt_root: Digest,
@@ -238,6 +241,7 @@ impl BlockHeader {
             .str(&self.chain_id)
             .u64(self.height)
             .u64(self.time_ms)
+            .u32(self.tx_count)
             .digest(&self.prev_hash)
             .digest(&self.tx_root)
             .digest(&self.receipt_root)
@@ -256,6 +260,7 @@ impl BlockHeader {
             chain_id: r.str_limited("chain_id", MAX_CHAIN_ID_LEN)?.to_string(),
             height: r.u64("height")?,
             time_ms: r.u64("time_ms")?,
+            tx_count: r.u32("tx_count")?,
             prev_hash: r.digest("prev_hash")?,
             tx_root: r.digest("tx_root")?,
             receipt_root: r.digest("receipt_root")?,
@@ -572,21 +577,24 @@ mod encoding_props {
         (
             name(),
             any::<u64>(),
-            any::<u64>(),
+            (any::<u64>(), any::<u32>()),
             (digest(), digest(), digest(), digest(), digest()),
             public_key(),
         )
-            .prop_map(|(chain_id, height, time_ms, d, proposer)| BlockHeader {
-                chain_id,
-                height,
-                time_ms,
-                prev_hash: d.0,
-                tx_root: d.1,
-                receipt_root: d.2,
-                state_root: d.3,
-                validator_set_hash: d.4,
-                proposer,
-            })
+            .prop_map(
+                |(chain_id, height, (time_ms, tx_count), d, proposer)| BlockHeader {
+                    chain_id,
+                    height,
+                    time_ms,
+                    tx_count,
+                    prev_hash: d.0,
+                    tx_root: d.1,
+                    receipt_root: d.2,
+                    state_root: d.3,
+                    validator_set_hash: d.4,
+                    proposer,
+                },
+            )
     }
 
     fn certificate() -> impl Strategy<Value = CommitCertificate> {

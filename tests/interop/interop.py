@@ -325,6 +325,7 @@ class BlockHeader:
     chain_id: str
     height: int
     time_ms: int
+    tx_count: int
     prev_hash: Digest
     tx_root: Digest
     receipt_root: Digest
@@ -341,6 +342,7 @@ def encode_header(h: BlockHeader) -> bytes:
         .string(h.chain_id)
         .u64(h.height)
         .u64(h.time_ms)
+        .u32(h.tx_count)
         .digest(h.prev_hash)
         .digest(h.tx_root)
         .digest(h.receipt_root)
@@ -360,6 +362,7 @@ def decode_header(data: bytes) -> BlockHeader:
         chain_id=r.string(),
         height=r.u64(),
         time_ms=r.u64(),
+        tx_count=r.u32(),
         prev_hash=r.digest(),
         tx_root=r.digest(),
         receipt_root=r.digest(),
@@ -822,6 +825,7 @@ def verify_tx_inclusion_claim(claim: dict, header: BlockHeader, chain_id: str) -
     index = _json_int(claim.get("index"), "claim.index")
     count = _json_int(claim.get("tx_count"), "claim.tx_count")
     require(index < count, f"claim.index {index} >= tx_count {count}")
+    require(count == header.tx_count, f"claim.tx_count {count} != header.tx_count {header.tx_count}")
     path = _json_path(claim.get("path"), "claim.path")
     require(
         merkle_verify_inclusion(merkle_leaf_hash(tx_id), index, count, path, header.tx_root.value),
@@ -1152,7 +1156,7 @@ def make_test_chain(chain_id: str) -> dict:
         (H(state_key("notary", f"k{i}".encode())), H(f"v{i}".encode())) for i in range(20)
     )
     header = BlockHeader(
-        chain_id=chain_id, height=7, time_ms=1_700_000_000_000,
+        chain_id=chain_id, height=7, time_ms=1_700_000_000_000, tx_count=len(tx_ids),
         prev_hash=Digest(SUITE_HASH, H(b"prev")),
         tx_root=Digest(SUITE_HASH, merkle_root(tx_ids)),
         receipt_root=Digest(SUITE_HASH, merkle_root(receipts)),
