@@ -236,7 +236,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let saturating = Arc::new(AtomicBool::new(true));
     let rejected = Arc::new(AtomicU64::new(0));
     let mut submitters = Vec::new();
-    for _ in 0..32 {
+    for _ in 0..128 {
         let node = node.clone();
         let rx = feed_rx.clone();
         let saturating = saturating.clone();

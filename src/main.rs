@@ -3,6 +3,11 @@
 mod bench;
 mod config;
 
+/// mimalloc: the node allocates and frees large, short-lived buffers per block (tree batches,
+/// rows); glibc's per-thread arenas kept far more of that resident.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

@@ -199,6 +199,7 @@ impl Node {
             handle,
             tip_row.as_ref().map(|b| b.height as u64),
         ));
+        state.load_key_filter().await?;
 
         let tip = match tip_row {
             Some(row) => {
@@ -617,13 +618,25 @@ impl Node {
                 execution::validators_for_height(&view, &Default::default(), block.height)?;
             let set =
                 ValidatorSet::new(set_vals).map_err(|e| NodeError::Internal(e.to_string()))?;
+            let t_exec = std::time::Instant::now();
             let exec = execution::execute_block(&block, &view, &node.registry, txs, mode)?;
+            let exec_ms = t_exec.elapsed().as_millis();
             let alg = node.hash_alg();
             let ids: Vec<[u8; 32]> = exec.txs.iter().map(|t| t.id().bytes).collect();
             let receipt_bytes: Vec<Vec<u8>> = exec.receipts.iter().map(|r| r.encode()).collect();
             let tx_root = merkle::root(alg, &ids);
             let receipt_root = merkle::root(alg, &receipt_bytes);
+            let t_tree = std::time::Instant::now();
+            let writes_n = exec.writes.len();
             let state = node.state.prepare(block.height, exec.writes)?;
+            tracing::debug!(
+                height = block.height,
+                txs = exec.txs.len(),
+                writes = writes_n,
+                exec_ms,
+                tree_ms = t_tree.elapsed().as_millis() as u64,
+                "executed block"
+            );
             let header = BlockHeader {
                 chain_id: block.chain_id.clone(),
                 height: block.height,
@@ -777,7 +790,15 @@ impl Node {
             })
             .await
             .map_err(|e| NodeError::Internal(e.to_string()))??;
+        let t_db = std::time::Instant::now();
         self.store.commit_block(&write).await?;
+        tracing::debug!(
+            height,
+            rows_ms = started.elapsed().as_millis() as u64 - t_db.elapsed().as_millis() as u64,
+            db_ms = t_db.elapsed().as_millis() as u64,
+            nodes = write.nodes.len(),
+            "persisted block"
+        );
         self.state.mark_committed(state);
         let time_ms = write.time_ms;
         drop(write);
@@ -787,9 +808,11 @@ impl Node {
             time_ms,
         };
         let stale = self.mempool.remove_committed(&txs);
-        if !stale.is_empty() {
-            let raw: Vec<Vec<u8>> = stale.iter().map(|d| d.bytes.to_vec()).collect();
-            self.store.pending_delete(&raw).await?;
+        let mut done: Vec<Vec<u8>> = txs.iter().map(|t| t.id().bytes.to_vec()).collect();
+        done.extend(stale.iter().map(|d| d.bytes.to_vec()));
+        if let Err(e) = self.store.pending_delete(&done).await {
+            // Harmless: a restart re-admits these rows and drops them as already committed.
+            tracing::warn!("could not clear committed transactions from the pending pool: {e}");
         }
         let mut all_events = Vec::new();
         {

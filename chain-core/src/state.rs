@@ -23,8 +23,45 @@ pub const PLACEHOLDER: [u8; 32] = *b"SPARSE_MERKLE_PLACEHOLDER_HASH__";
 pub const LEAF_DOMAIN: &[u8] = b"JMT::LeafNode";
 pub const INTERNAL_DOMAIN: &[u8] = b"JMT::IntrnalNode";
 
-const NODE_CACHE: usize = 400_000;
-const VALUE_CACHE: usize = 300_000;
+const NODE_CACHE: usize = 150_000;
+const VALUE_CACHE: usize = 150_000;
+/// Bits of the existing-keys filter (8 MiB): under 1% false positives up to ~7M keys.
+const FILTER_BITS: usize = 1 << 26;
+
+/// Bloom filter over the hashes of every key ever written. Contracts often read keys that do
+/// not exist yet (a new document, a first nonce); a negative answer here skips the database
+/// round trip. Key hashes are uniformly distributed, so their 64-bit words serve directly as
+/// the filter's independent hash functions.
+pub struct KeyFilter {
+    words: Vec<AtomicU64>,
+}
+
+impl KeyFilter {
+    fn new() -> Self {
+        Self {
+            words: (0..FILTER_BITS / 64).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+    fn positions(kh: &[u8; 32]) -> [usize; 4] {
+        let mut out = [0usize; 4];
+        for (i, o) in out.iter_mut().enumerate() {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&kh[i * 8..i * 8 + 8]);
+            *o = (u64::from_le_bytes(w) as usize) % FILTER_BITS;
+        }
+        out
+    }
+    pub fn insert(&self, kh: &[u8; 32]) {
+        for p in Self::positions(kh) {
+            self.words[p / 64].fetch_or(1 << (p % 64), Ordering::Relaxed);
+        }
+    }
+    pub fn may_contain(&self, kh: &[u8; 32]) -> bool {
+        Self::positions(kh)
+            .iter()
+            .all(|p| self.words[p / 64].load(Ordering::Relaxed) & (1 << (p % 64)) != 0)
+    }
+}
 
 pub struct StateStore {
     store: Store,
@@ -32,6 +69,7 @@ pub struct StateStore {
     handle: tokio::runtime::Handle,
     nodes: Mutex<LruCache<NodeKey, Node>>,
     values: Mutex<LruCache<[u8; 32], Option<Vec<u8>>>>,
+    existing: KeyFilter,
     /// Highest committed version (block height); u64::MAX before genesis.
     version: AtomicU64,
 }
@@ -125,6 +163,26 @@ impl StateStore {
                 NonZeroUsize::new(VALUE_CACHE).unwrap_or(NonZeroUsize::MIN),
             )),
             version: AtomicU64::new(committed.unwrap_or(u64::MAX)),
+            existing: KeyFilter::new(),
+        }
+    }
+
+    /// Fill the existing-keys filter from storage (at start).
+    pub async fn load_key_filter(&self) -> Result<u64, StateError> {
+        let mut after: Option<Vec<u8>> = None;
+        let mut n = 0u64;
+        loop {
+            let page = self.store.key_hashes_after(after.as_deref(), 20_000).await?;
+            let Some(last) = page.last().cloned() else {
+                return Ok(n);
+            };
+            for kh in &page {
+                if let Ok(arr) = <[u8; 32]>::try_from(kh.as_slice()) {
+                    self.existing.insert(&arr);
+                    n += 1;
+                }
+            }
+            after = Some(last);
         }
     }
 
@@ -146,6 +204,9 @@ impl StateStore {
     /// Latest committed value (blocking; call from a blocking thread).
     pub fn get_latest_blocking(&self, full_key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
         let kh = self.key_hash(full_key);
+        if !self.existing.may_contain(&kh) {
+            return Ok(None);
+        }
         if let Some(v) = self.values.lock().get(&kh) {
             return Ok(v.clone());
         }
@@ -163,6 +224,9 @@ impl StateStore {
         full_key: Vec<u8>,
     ) -> Result<Option<Vec<u8>>, StateError> {
         let kh = self.key_hash(&full_key);
+        if !self.existing.may_contain(&kh) {
+            return Ok(None);
+        }
         if let Some(v) = self.values.lock().get(&kh) {
             return Ok(v.clone());
         }
@@ -237,7 +301,9 @@ impl StateStore {
         {
             let mut values = self.values.lock();
             for (k, v) in p.writes {
-                values.put(self.key_hash(&k), v);
+                let kh = self.key_hash(&k);
+                self.existing.insert(&kh);
+                values.put(kh, v);
             }
         }
         self.version.store(p.version, Ordering::Release);

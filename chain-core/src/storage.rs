@@ -1,9 +1,13 @@
 //! Persistent storage through sea-orm: SQLite (default, WAL) or PostgreSQL.
 //!
 //! Invariant: a block is committed in ONE database transaction together with its transactions,
-//! receipts, events, state values, state-tree nodes and the removal of its transactions from the
-//! durable pending pool. A node killed at any instant therefore restarts either before or after
-//! the block, never in between.
+//! receipts, events, state values and state-tree nodes. A node killed at any instant therefore
+//! restarts either before or after the block, never in between.
+//!
+//! Admitted transactions are kept in a durable pending table (a separate SQLite file, so
+//! admission never queues behind a block commit for SQLite's writer lock). Their rows are removed
+//! after their block commits; a crash in between leaves rows that the restarted node re-admits
+//! and drops as already committed.
 
 use std::time::Duration;
 
@@ -187,6 +191,30 @@ mod migrations {
         Ok(())
     }
 
+    /// The durable pending pool lives in its own SQLite file so that admitting transactions
+    /// never waits for SQLite's single writer lock held by a block commit.
+    pub struct PendingMigrator;
+
+    impl MigratorTrait for PendingMigrator {
+        fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+            vec![Box::new(M0001Pending)]
+        }
+    }
+
+    pub struct M0001Pending;
+    impl MigrationName for M0001Pending {
+        fn name(&self) -> &str {
+            "m0001_pending"
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for M0001Pending {
+        async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+            create(m, super::entities::pending_tx::Entity).await
+        }
+    }
+
     #[async_trait::async_trait]
     impl MigrationTrait for M0001Chain {
         async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
@@ -255,6 +283,45 @@ pub struct EventRow {
 #[derive(Clone)]
 pub struct Store {
     db: DatabaseConnection,
+    /// Where pending (admitted, uncommitted) transactions are kept: a second SQLite file next
+    /// to the chain database, or the same PostgreSQL database.
+    pending: DatabaseConnection,
+}
+
+/// `sqlite://dir/chain.db?mode=rwc` → `sqlite://dir/chain.pending.db?mode=rwc`.
+fn pending_sqlite_url(url: &str) -> String {
+    let (path, query) = match url.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (url, None),
+    };
+    let path = match path.strip_suffix(".db") {
+        Some(stem) => format!("{stem}.pending.db"),
+        None => format!("{path}.pending"),
+    };
+    match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    }
+}
+
+async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
+    let mut opts = ConnectOptions::new(url.to_string());
+    opts.sqlx_logging(false)
+        .connect_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_secs(30));
+    if url.starts_with("sqlite:") {
+        // One writer plus readers: WAL lets API reads proceed while a block commits.
+        opts.max_connections(8).min_connections(1);
+        opts.map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(30))
+                .create_if_missing(true)
+        });
+    } else {
+        opts.max_connections(16).min_connections(1);
+    }
+    Database::connect(opts).await
 }
 
 /// Rows per multi-row INSERT, below both SQLite's and PostgreSQL's bind-parameter limits.
@@ -269,25 +336,16 @@ impl Store {
     ///
     /// `url` is `sqlite://path?mode=rwc` or `postgres://…`.
     pub async fn open(url: &str) -> Result<Self, StorageError> {
-        let mut opts = ConnectOptions::new(url.to_string());
-        opts.sqlx_logging(false)
-            .connect_timeout(Duration::from_secs(10))
-            .acquire_timeout(Duration::from_secs(30));
-        if url.starts_with("sqlite:") {
-            // One writer plus readers: WAL lets API reads proceed while a block commits.
-            opts.max_connections(8).min_connections(1);
-            opts.map_sqlx_sqlite_opts(|o| {
-                o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
-                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Full)
-                    .busy_timeout(Duration::from_secs(30))
-                    .create_if_missing(true)
-            });
-        } else {
-            opts.max_connections(16).min_connections(1);
-        }
-        let db = Database::connect(opts).await?;
+        let db = connect(url).await?;
         migrations::Migrator::up(&db, None).await?;
-        Ok(Self { db })
+        let pending = if url.starts_with("sqlite:") {
+            let p = connect(&pending_sqlite_url(url)).await?;
+            migrations::PendingMigrator::up(&p, None).await?;
+            p
+        } else {
+            db.clone()
+        };
+        Ok(Self { db, pending })
     }
 
     pub fn conn(&self) -> &DatabaseConnection {
@@ -405,6 +463,19 @@ impl Store {
             .await?)
     }
 
+    /// Key hashes in ascending order after `after` (for rebuilding in-memory indexes).
+    pub async fn key_hashes_after(&self, after: Option<&[u8]>, limit: u64) -> Result<Vec<Vec<u8>>, StorageError> {
+        let mut q = state_key::Entity::find().select_only().column(state_key::Column::KeyHash);
+        if let Some(a) = after {
+            q = q.filter(state_key::Column::KeyHash.gt(a.to_vec()));
+        }
+        Ok(q.order_by_asc(state_key::Column::KeyHash)
+            .limit(limit)
+            .into_tuple::<Vec<u8>>()
+            .all(&self.db)
+            .await?)
+    }
+
     pub async fn state_keys(
         &self,
         contract: &str,
@@ -458,7 +529,7 @@ impl Store {
     pub async fn pending_all(&self) -> Result<Vec<pending_tx::Model>, StorageError> {
         Ok(pending_tx::Entity::find()
             .order_by_asc(pending_tx::Column::ReceivedMs)
-            .all(&self.db)
+            .all(&self.pending)
             .await?)
     }
 
@@ -470,7 +541,7 @@ impl Store {
         if rows.is_empty() {
             return Ok(());
         }
-        let txn = self.db.begin().await?;
+        let txn = self.pending.begin().await?;
         for chunk in rows.chunks(CHUNK_ROWS) {
             let mut stmt = Query::insert();
             stmt.into_table(pending_tx::Entity).columns([
@@ -498,7 +569,7 @@ impl Store {
                 .from_table(pending_tx::Entity)
                 .and_where(Expr::col(pending_tx::Column::Id).is_in(chunk.iter().cloned()))
                 .to_owned();
-            self.db.execute(&stmt).await?;
+            self.pending.execute(&stmt).await?;
         }
         Ok(())
     }
@@ -631,15 +702,6 @@ impl Store {
                     .do_nothing()
                     .to_owned(),
             );
-            txn.execute(&stmt).await?;
-        }
-
-        let ids: Vec<Vec<u8>> = w.txs.iter().map(|t| t.id.clone()).collect();
-        for chunk in ids.chunks(CHUNK_ROWS) {
-            let stmt = Query::delete()
-                .from_table(pending_tx::Entity)
-                .and_where(Expr::col(pending_tx::Column::Id).is_in(chunk.iter().cloned()))
-                .to_owned();
             txn.execute(&stmt).await?;
         }
         txn.commit().await?;
