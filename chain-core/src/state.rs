@@ -4,6 +4,7 @@
 //! jmt's storage traits are synchronous, so tree updates and proofs run on blocking threads and
 //! reach the async database with `Handle::block_on`.
 
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -84,10 +85,15 @@ pub struct PreparedState {
 
 struct DbReader<'a> {
     state: &'a StateStore,
+    /// Nodes fetched in bulk for the current update (see `StateStore::prefetch`).
+    prefetched: Option<&'a HashMap<NodeKey, Node>>,
 }
 
 impl TreeReader for DbReader<'_> {
     fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
+        if let Some(n) = self.prefetched.and_then(|p| p.get(node_key)) {
+            return Ok(Some(n.clone()));
+        }
         if let Some(n) = self.state.nodes.lock().get(node_key) {
             return Ok(Some(n.clone()));
         }
@@ -242,7 +248,12 @@ impl StateStore {
             .iter()
             .map(|(k, v)| (KeyHash(self.key_hash(k)), v.clone()))
             .collect();
-        let reader = DbReader { state: self };
+        let hashes: Vec<[u8; 32]> = set.iter().map(|(k, _)| k.0).collect();
+        let prefetched = self.prefetch(version, &hashes)?;
+        let reader = DbReader {
+            state: self,
+            prefetched: Some(&prefetched),
+        };
         let (root, batch) = match self.suite {
             Suite::Ed25519Sha256 => put::<Sha256Hasher>(&reader, set, version)?,
             Suite::Sm2Sm3 => put::<Sm3Hasher>(&reader, set, version)?,
@@ -256,6 +267,65 @@ impl StateStore {
             batch,
             writes,
         })
+    }
+
+    /// Load, level by level, every tree node the update of `version` will visit, with one
+    /// batched query per level instead of one database round trip per node. Starting at the
+    /// root of `version - 1`, each internal node's children on the paths of `key_hashes` give the
+    /// next level's node keys (a child's key is its version plus the parent's nibble path and
+    /// the child's nibble). Purely a cache warm-up: anything missed is still read on demand.
+    fn prefetch(&self, version: u64, key_hashes: &[[u8; 32]]) -> Result<HashMap<NodeKey, Node>, StateError> {
+        let mut out: HashMap<NodeKey, Node> = HashMap::new();
+        if version == 0 || key_hashes.is_empty() {
+            return Ok(out);
+        }
+        // (path bytes, nibble count, indexes of the key hashes below) per node key bytes
+        let mut level: HashMap<Vec<u8>, (Vec<u8>, usize, Vec<usize>)> = HashMap::new();
+        level.insert(node_key_bytes(version - 1, &[], 0), (vec![], 0, (0..key_hashes.len()).collect()));
+        for depth in 0..64usize {
+            if level.is_empty() {
+                break;
+            }
+            let mut resolved: Vec<(NodeKey, Node, Vec<u8>, usize, Vec<usize>)> = Vec::with_capacity(level.len());
+            let mut missing: Vec<Vec<u8>> = Vec::new();
+            let mut waiting: HashMap<Vec<u8>, (NodeKey, Vec<u8>, usize, Vec<usize>)> = HashMap::new();
+            {
+                let mut cache = self.nodes.lock();
+                for (kb, (path, nn, idxs)) in level {
+                    let Ok(nk) = borsh::from_slice::<NodeKey>(&kb) else { continue };
+                    match cache.get(&nk) {
+                        Some(n) => resolved.push((nk, n.clone(), path, nn, idxs)),
+                        None => {
+                            missing.push(kb.clone());
+                            waiting.insert(kb, (nk, path, nn, idxs));
+                        }
+                    }
+                }
+            }
+            if !missing.is_empty() {
+                for (kb, raw) in self.handle.block_on(self.store.nodes(&missing))? {
+                    if let (Some((nk, path, nn, idxs)), Ok(node)) = (waiting.remove(&kb), borsh::from_slice::<Node>(&raw)) {
+                        resolved.push((nk, node, path, nn, idxs));
+                    }
+                }
+            }
+            let mut next: HashMap<Vec<u8>, (Vec<u8>, usize, Vec<usize>)> = HashMap::new();
+            for (nk, node, path, nn, idxs) in resolved {
+                if let Node::Internal(inner) = &node {
+                    for i in idxs {
+                        let nib = nibble_at(&key_hashes[i], depth);
+                        if let Some(child) = inner.child(nib.into()) {
+                            let (cpath, cnn) = push_nibble(&path, nn, nib);
+                            let ckey = node_key_bytes(child.version, &cpath, cnn);
+                            next.entry(ckey).or_insert_with(|| (cpath, cnn, Vec::new())).2.push(i);
+                        }
+                    }
+                }
+                out.insert(nk, node);
+            }
+            level = next;
+        }
+        Ok(out)
     }
 
     /// Rows to persist for a prepared state: (new keys, values, nodes).
@@ -316,7 +386,10 @@ impl StateStore {
         version: u64,
     ) -> Result<(Option<Vec<u8>>, StateProof), StateError> {
         let kh = KeyHash(self.key_hash(full_key));
-        let reader = DbReader { state: self };
+        let reader = DbReader {
+            state: self,
+            prefetched: None,
+        };
         let encoded = match self.suite {
             Suite::Ed25519Sha256 => {
                 let (v, p) = JellyfishMerkleTree::<_, Sha256Hasher>::new(&reader)
@@ -340,6 +413,32 @@ impl StateStore {
         let proof = portable_proof(self.hash_alg(), &encoded.1).map_err(StateError::Tree)?;
         Ok((encoded.0, proof))
     }
+}
+
+/// Borsh encoding of a jmt `NodeKey` (version u64, nibble count u64, path bytes with a u32
+/// length), built directly because jmt does not expose path construction.
+fn node_key_bytes(version: u64, path: &[u8], num_nibbles: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(20 + path.len());
+    v.extend_from_slice(&version.to_le_bytes());
+    v.extend_from_slice(&(num_nibbles as u64).to_le_bytes());
+    v.extend_from_slice(&(path.len() as u32).to_le_bytes());
+    v.extend_from_slice(path);
+    v
+}
+
+fn nibble_at(key: &[u8; 32], depth: usize) -> u8 {
+    let b = key[depth / 2];
+    if depth % 2 == 0 { b >> 4 } else { b & 0x0f }
+}
+
+fn push_nibble(path: &[u8], num_nibbles: usize, nib: u8) -> (Vec<u8>, usize) {
+    let mut p = path.to_vec();
+    if num_nibbles % 2 == 0 {
+        p.push(nib << 4);
+    } else if let Some(last) = p.last_mut() {
+        *last |= nib;
+    }
+    (p, num_nibbles + 1)
 }
 
 fn put<H: jmt::SimpleHasher>(

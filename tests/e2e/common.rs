@@ -103,6 +103,8 @@ pub struct Options {
     pub suite: Suite,
     pub cfg: NodeConfig,
     pub empty_blocks: bool,
+    /// Contract code the node carries (default: the core contracts).
+    pub registry: Option<chain_core::contract::ContractRegistry>,
 }
 
 impl Default for Options {
@@ -111,6 +113,7 @@ impl Default for Options {
             suite: Suite::Ed25519Sha256,
             cfg: NodeConfig::default(),
             empty_blocks: false,
+            registry: None,
         }
     }
 }
@@ -126,10 +129,11 @@ impl TestNode {
         let chain_id = format!("test-{}", rand_suffix());
         let genesis = test_genesis(opts.suite, &chain_id);
         let store = Store::open(&db_url).await.expect("open store");
+        let registry = opts.registry.unwrap_or_else(chain_core::core_contracts);
         let node = Node::open(
             store,
             genesis.clone(),
-            chain_core::core_contracts(),
+            registry,
             opts.cfg,
         )
         .await

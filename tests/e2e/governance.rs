@@ -1335,3 +1335,85 @@ async fn an_unappliable_admission_is_refused_when_proposed() {
     }
     t.shutdown().await;
 }
+
+// ------------------------------------------------------------------ contract upgrades
+
+/// A second version of `notary`, carried by the node software: it needs no hash and stores the
+/// note in upper case, so which version is active is observable.
+struct NotaryV2;
+
+impl chain_core::contract::Contract for NotaryV2 {
+    fn name(&self) -> &'static str {
+        "notary"
+    }
+    fn version(&self) -> u32 {
+        2
+    }
+    fn methods(&self) -> &'static [&'static str] {
+        &["anchor"]
+    }
+    fn call(
+        &self,
+        ctx: &mut chain_core::contract::CallContext<'_>,
+        _method: &str,
+        args: &[u8],
+    ) -> Result<(), chain_core::contract::ContractError> {
+        let a: Value = chain_core::contract::parse_args(args)?;
+        let key = a["key"].as_str().unwrap_or_default().to_string();
+        let note = a["note"].as_str().unwrap_or_default().to_uppercase();
+        ctx.set_json(&format!("doc/{key}"), &json!({"note": note, "version": 2}))?;
+        ctx.emit("anchored", &json!({"key": key, "version": 2}))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn governance_switches_the_active_contract_version() {
+    let mut registry = chain_core::core_contracts();
+    registry.register(Arc::new(NotaryV2));
+    let t = TestNode::start_with(Options {
+        registry: Some(registry),
+        ..Options::default()
+    })
+    .await;
+    // Genesis activates the newest version the software carries.
+    let active = t.state("system", "contract_version/notary").await["value"].clone();
+    assert_eq!(active, json!(2));
+
+    // Switch to version 1 through governance: 3 of 4 organisations must approve.
+    let args = json!({
+        "action": {"type": "set_contract_version", "contract": "notary", "version": 1},
+        "description": "switch notary to v1"
+    });
+    let r = t.call(&t.key("acme-admin"), "system", "propose", args).await;
+    assert_eq!(r["status"], "ok", "{r}");
+    let id = r["events"][0]["data"]["id"].as_u64().expect("proposal id");
+    assert_eq!(vote(&t, "swiftcold-admin", id, true).await["status"], "ok");
+    // Not decided yet: version 2 still runs.
+    let v = t
+        .call(&t.key("alice"), "notary", "anchor", json!({"key": "before", "note": "abc"}))
+        .await;
+    assert_eq!(v["status"], "ok", "{v}");
+    assert_eq!(v["events"][0]["data"]["version"], 2, "{v}");
+    assert_eq!(vote(&t, "freshmart-admin", id, true).await["status"], "ok");
+    assert_eq!(proposal(&t, id).await["status"], "approved");
+    assert_eq!(t.state("system", "contract_version/notary").await["value"], json!(1));
+
+    // Version 1 rules now: a hash is required, the note is stored as given.
+    let bad = t
+        .call(&t.key("alice"), "notary", "anchor", json!({"key": "after", "note": "abc"}))
+        .await;
+    assert_eq!(bad["code"], "invalid_args", "v1 requires a hash: {bad}");
+    let ok = t
+        .call(
+            &t.key("alice"),
+            "notary",
+            "anchor",
+            json!({"key": "after", "hash": hex::encode([2u8; 32]), "note": "abc"}),
+        )
+        .await;
+    assert_eq!(ok["status"], "ok", "{ok}");
+    let doc = t.state("notary", "doc/after").await["value"].clone();
+    assert_eq!(doc["note"], "abc");
+    assert!(doc.get("version").is_none(), "{doc}");
+    t.shutdown().await;
+}
