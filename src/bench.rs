@@ -190,7 +190,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let engine = SoloEngine::new(
         validator,
         SoloConfig {
-            min_block_interval: Duration::from_millis(50),
+            min_block_interval: Duration::from_millis(20),
             empty_block_interval: Some(Duration::from_secs(1)),
         },
     );
@@ -342,17 +342,22 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
                     Ok(Submitted::Committed(_)) => {
                         latencies.lock().push(t.elapsed().as_secs_f64() * 1000.0)
                     }
-                    _ => {
-                        failures.fetch_add(1, Ordering::Relaxed);
+                    other => {
+                        if failures.fetch_add(1, Ordering::Relaxed) < 5 {
+                            match other {
+                                Err(e) => eprintln!("bench: latency-phase failure {}: {}", e.code, e.message),
+                                _ => eprintln!("bench: a latency-phase transaction was not committed within 60 s"),
+                            }
+                        }
                     }
                 }
             }));
         }
     }
+    let offered = sent as f64 / start.elapsed().as_secs_f64();
     for w in waiters {
         let _ = w.await;
     }
-    let offered = sent as f64 / start.elapsed().as_secs_f64();
     let mut lat = latencies.lock().clone();
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     let p50 = percentile(&lat, 0.50);

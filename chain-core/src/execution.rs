@@ -115,6 +115,11 @@ pub fn execute_block(
         };
         if let Some(reason) = precheck {
             match mode {
+                // Ahead of the account (an earlier nonce is still missing): not invalid, just
+                // not yet — leave it out of this block but keep it in the pool.
+                Mode::Propose if tx.body.nonce > expected && tx.body.expiry_ms >= block.time_ms => {
+                    continue;
+                }
                 Mode::Propose => {
                     dropped.push((tx, reason));
                     continue;

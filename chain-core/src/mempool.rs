@@ -35,9 +35,13 @@ pub enum InsertError {
     NonceInUse(u64),
     #[error("the pool is full")]
     Full,
+    #[error("nonce already used; the account's next nonce is {0}")]
+    Stale(u64),
 }
 
 struct SenderQueue {
+    /// Matches the entry of this queue in `Inner::order` (older entries are stale).
+    generation: u64,
     /// Next nonce the chain expects from this sender (as of the last commit we saw).
     next_nonce: u64,
     txs: BTreeMap<u64, SignedTx>,
@@ -46,11 +50,20 @@ struct SenderQueue {
 #[derive(Default)]
 struct Inner {
     senders: HashMap<PublicKey, SenderQueue>,
-    /// Senders with pending transactions, in order of arrival (round robin for fairness).
-    order: VecDeque<PublicKey>,
+    /// Senders in order of arrival (round robin for fairness). Entries are removed lazily: an
+    /// entry counts only while its generation matches the sender's live queue.
+    order: VecDeque<(PublicKey, u64)>,
+    generation: u64,
     ids: HashSet<Digest>,
     bytes: usize,
+    /// Next nonces of senders whose queue emptied recently. Admission reads an account's nonce
+    /// a moment before inserting; if a block for that sender commits in between, this corrects
+    /// the stale value when the sender's queue is re-created.
+    recent: HashMap<PublicKey, u64>,
+    recent_order: VecDeque<PublicKey>,
 }
+
+const RECENT_SENDERS: usize = 50_000;
 
 pub struct Mempool {
     limits: MempoolLimits,
@@ -114,17 +127,28 @@ impl Mempool {
         }
         let sender = tx.body.sender.clone();
         let is_new_sender = !g.senders.contains_key(&sender);
+        let known = g.recent.get(&sender).copied().unwrap_or(0);
+        let generation = g.generation + 1;
         let q = g.senders.entry(sender.clone()).or_insert(SenderQueue {
-            next_nonce: committed_nonce,
+            generation,
+            next_nonce: committed_nonce.max(known),
             txs: BTreeMap::new(),
         });
+        if tx.body.nonce < q.next_nonce {
+            return Err(InsertError::Stale(q.next_nonce));
+        }
         q.next_nonce = q.next_nonce.max(committed_nonce);
         if q.txs.contains_key(&tx.body.nonce) {
             return Err(InsertError::NonceInUse(tx.body.nonce));
         }
         q.txs.insert(tx.body.nonce, tx.clone());
         if is_new_sender {
-            g.order.push_back(sender);
+            g.generation = generation;
+            g.order.push_back((sender, generation));
+            if g.order.len() > 2 * g.senders.len() + 64 {
+                let Inner { order, senders, .. } = &mut *g;
+                order.retain(|(s, gen_)| senders.get(s).is_some_and(|q| q.generation == *gen_));
+            }
         }
         g.ids.insert(tx.id());
         g.bytes += size;
@@ -134,20 +158,40 @@ impl Mempool {
     /// Transactions for the next proposal: up to `max_txs` / `max_bytes`, each sender's
     /// consecutive nonces from its next nonce. Does not remove them (commit does).
     pub fn reap(&self, max_txs: usize, max_bytes: usize) -> Vec<SignedTx> {
-        let g = self.inner.lock();
+        let mut g = self.inner.lock();
         let mut out = Vec::with_capacity(max_txs.min(g.ids.len()));
         let mut bytes = 0usize;
-        'senders: for s in &g.order {
-            let Some(q) = g.senders.get(s) else { continue };
-            for (expect, (n, tx)) in (q.next_nonce..).zip(q.txs.range(q.next_nonce..)) {
-                if *n != expect {
-                    break;
+        let Inner { order, senders, .. } = &mut *g;
+        // Round robin: every sender served goes to the back of the line, so a block that fills
+        // up early does not starve the senders behind it in the next blocks.
+        for _ in 0..order.len() {
+            let Some((s, generation)) = order.pop_front() else {
+                break;
+            };
+            let Some(q) = senders.get(&s).filter(|q| q.generation == generation) else {
+                continue; // stale entry of an emptied queue
+            };
+            // `next_nonce` is only a lower bound (admission read it before the latest commits),
+            // so the run starts at the lowest pending nonce; execution leaves out a run that is
+            // still ahead of the account and keeps it pooled.
+            let start = q.txs.range(q.next_nonce..).next().map(|(n, _)| *n);
+            let mut full = false;
+            if let Some(start) = start {
+                for (expect, (n, tx)) in (start..).zip(q.txs.range(start..)) {
+                    if *n != expect {
+                        break;
+                    }
+                    if out.len() >= max_txs || bytes + tx.bytes().len() > max_bytes {
+                        full = true;
+                        break;
+                    }
+                    bytes += tx.bytes().len();
+                    out.push(tx.clone());
                 }
-                if out.len() >= max_txs || bytes + tx.bytes().len() > max_bytes {
-                    break 'senders;
-                }
-                bytes += tx.bytes().len();
-                out.push(tx.clone());
+            }
+            order.push_back((s, generation));
+            if full {
+                break;
             }
         }
         out
@@ -190,8 +234,18 @@ impl Mempool {
             }
             g.bytes -= removed_bytes;
             if empty {
-                g.senders.remove(&sender);
-                g.order.retain(|s| s != &sender);
+                if let Some(q) = g.senders.remove(&sender) {
+                    if g.recent.insert(sender.clone(), q.next_nonce).is_none() {
+                        g.recent_order.push_back(sender.clone());
+                    }
+                    while g.recent_order.len() > RECENT_SENDERS {
+                        if let Some(old) = g.recent_order.pop_front() {
+                            g.recent.remove(&old);
+                        }
+                    }
+                }
+            } else if let Some(known) = g.recent.get_mut(&sender) {
+                *known = (*known).max(next);
             }
             stale.extend(removed_ids);
         }
@@ -225,7 +279,6 @@ impl Mempool {
         g.bytes -= bytes;
         for s in emptied {
             g.senders.remove(&s);
-            g.order.retain(|x| x != &s);
         }
     }
 }
@@ -247,6 +300,61 @@ mod tests {
             "anchor",
             b"{}".to_vec(),
         )
+    }
+
+    #[test]
+    fn a_stale_admission_nonce_does_not_strand_the_next_transaction() {
+        let a = SigningKey::from_label(SigAlg::Ed25519, "a");
+        let pool = Mempool::new(MempoolLimits::default());
+        pool.insert(tx(&a, 5), 5).unwrap();
+        let block = pool.reap(100, usize::MAX);
+        // Admission of nonce 6 read the account's nonce (5) before the block committed …
+        pool.remove_committed(&block);
+        // … and inserts after it: the pool must still offer nonce 6 to the next proposal.
+        pool.insert(tx(&a, 6), 5).unwrap();
+        assert!(pool.has_ready());
+        let next = pool.reap(100, usize::MAX);
+        assert_eq!(
+            next.iter().map(|t| t.body.nonce).collect::<Vec<_>>(),
+            vec![6]
+        );
+        // A replay of the committed nonce is refused even with the stale reading.
+        assert_eq!(pool.insert(tx(&a, 5), 5), Err(InsertError::Stale(6)));
+    }
+
+    #[test]
+    fn full_blocks_rotate_between_senders() {
+        let keys: Vec<SigningKey> = (0..4)
+            .map(|i| SigningKey::from_label(SigAlg::Ed25519, &format!("s{i}")))
+            .collect();
+        let pool = Mempool::new(MempoolLimits::default());
+        for k in &keys {
+            for n in 0..10 {
+                pool.insert(tx(k, n), 0).unwrap();
+            }
+        }
+        // Every sender keeps 10 transactions pending (clients keep sending); blocks take 15.
+        // Within four blocks every sender must get its turn.
+        let mut next = [10u64; 4];
+        let mut served = std::collections::HashSet::new();
+        for _ in 0..4 {
+            let block = pool.reap(15, usize::MAX);
+            for t in &block {
+                served.insert(t.body.sender.clone());
+            }
+            pool.remove_committed(&block);
+            for (i, k) in keys.iter().enumerate() {
+                let done = block
+                    .iter()
+                    .filter(|t| t.body.sender == k.public_key())
+                    .count();
+                for _ in 0..done {
+                    pool.insert(tx(k, next[i]), 0).unwrap();
+                    next[i] += 1;
+                }
+            }
+        }
+        assert_eq!(served.len(), 4, "a sender starved");
     }
 
     #[test]

@@ -1116,6 +1116,10 @@ async fn admission_worker(node: std::sync::Weak<Node>, mut rx: mpsc::Receiver<Ad
                             "nonce_in_use",
                             format!("another pending transaction of this sender uses nonce {n}"),
                         ),
+                        InsertError::Stale(next) => AdmitError::new(
+                            "stale_nonce",
+                            format!("nonce already used; the account's next nonce is {next}"),
+                        ),
                         InsertError::Full => AdmitError {
                             code: "mempool_full",
                             message: "the node is at capacity; retry shortly".into(),

@@ -24,8 +24,8 @@ pub const PLACEHOLDER: [u8; 32] = *b"SPARSE_MERKLE_PLACEHOLDER_HASH__";
 pub const LEAF_DOMAIN: &[u8] = b"JMT::LeafNode";
 pub const INTERNAL_DOMAIN: &[u8] = b"JMT::IntrnalNode";
 
-const NODE_CACHE: usize = 150_000;
-const VALUE_CACHE: usize = 150_000;
+const NODE_CACHE: usize = 60_000;
+const VALUE_CACHE: usize = 100_000;
 /// Bits of the existing-keys filter (8 MiB): under 1% false positives up to ~7M keys.
 const FILTER_BITS: usize = 1 << 26;
 
@@ -178,7 +178,10 @@ impl StateStore {
         let mut after: Option<Vec<u8>> = None;
         let mut n = 0u64;
         loop {
-            let page = self.store.key_hashes_after(after.as_deref(), 20_000).await?;
+            let page = self
+                .store
+                .key_hashes_after(after.as_deref(), 20_000)
+                .await?;
             let Some(last) = page.last().cloned() else {
                 return Ok(n);
             };
@@ -274,25 +277,34 @@ impl StateStore {
     /// root of `version - 1`, each internal node's children on the paths of `key_hashes` give the
     /// next level's node keys (a child's key is its version plus the parent's nibble path and
     /// the child's nibble). Purely a cache warm-up: anything missed is still read on demand.
-    fn prefetch(&self, version: u64, key_hashes: &[[u8; 32]]) -> Result<HashMap<NodeKey, Node>, StateError> {
+    fn prefetch(
+        &self,
+        version: u64,
+        key_hashes: &[[u8; 32]],
+    ) -> Result<HashMap<NodeKey, Node>, StateError> {
         let mut out: HashMap<NodeKey, Node> = HashMap::new();
         if version == 0 || key_hashes.is_empty() {
             return Ok(out);
         }
         // (path bytes, nibble count, indexes of the key hashes below) per node key bytes
         let mut level: HashMap<Vec<u8>, (Vec<u8>, usize, Vec<usize>)> = HashMap::new();
-        level.insert(node_key_bytes(version - 1, &[], 0), (vec![], 0, (0..key_hashes.len()).collect()));
+        level.insert(
+            node_key_bytes(version - 1, &[], 0),
+            (vec![], 0, (0..key_hashes.len()).collect()),
+        );
         for depth in 0..64usize {
             if level.is_empty() {
                 break;
             }
-            let mut resolved: Vec<(NodeKey, Node, Vec<u8>, usize, Vec<usize>)> = Vec::with_capacity(level.len());
+            let mut resolved: Vec<Visit> = Vec::with_capacity(level.len());
             let mut missing: Vec<Vec<u8>> = Vec::new();
-            let mut waiting: HashMap<Vec<u8>, (NodeKey, Vec<u8>, usize, Vec<usize>)> = HashMap::new();
+            let mut waiting: HashMap<Vec<u8>, Pending> = HashMap::new();
             {
                 let mut cache = self.nodes.lock();
                 for (kb, (path, nn, idxs)) in level {
-                    let Ok(nk) = borsh::from_slice::<NodeKey>(&kb) else { continue };
+                    let Ok(nk) = borsh::from_slice::<NodeKey>(&kb) else {
+                        continue;
+                    };
                     match cache.get(&nk) {
                         Some(n) => resolved.push((nk, n.clone(), path, nn, idxs)),
                         None => {
@@ -304,7 +316,9 @@ impl StateStore {
             }
             if !missing.is_empty() {
                 for (kb, raw) in self.handle.block_on(self.store.nodes(&missing))? {
-                    if let (Some((nk, path, nn, idxs)), Ok(node)) = (waiting.remove(&kb), borsh::from_slice::<Node>(&raw)) {
+                    if let (Some((nk, path, nn, idxs)), Ok(node)) =
+                        (waiting.remove(&kb), borsh::from_slice::<Node>(&raw))
+                    {
                         resolved.push((nk, node, path, nn, idxs));
                     }
                 }
@@ -317,7 +331,10 @@ impl StateStore {
                         if let Some(child) = inner.child(nib.into()) {
                             let (cpath, cnn) = push_nibble(&path, nn, nib);
                             let ckey = node_key_bytes(child.version, &cpath, cnn);
-                            next.entry(ckey).or_insert_with(|| (cpath, cnn, Vec::new())).2.push(i);
+                            next.entry(ckey)
+                                .or_insert_with(|| (cpath, cnn, Vec::new()))
+                                .2
+                                .push(i);
                         }
                     }
                 }
@@ -415,6 +432,12 @@ impl StateStore {
     }
 }
 
+/// A node on the prefetch frontier: its key, the node, its nibble path (bytes, count) and the
+/// indexes of the written key hashes that pass through it.
+type Visit = (NodeKey, Node, Vec<u8>, usize, Vec<usize>);
+/// A frontier node not in the cache yet: key, nibble path (bytes, count), key-hash indexes.
+type Pending = (NodeKey, Vec<u8>, usize, Vec<usize>);
+
 /// Borsh encoding of a jmt `NodeKey` (version u64, nibble count u64, path bytes with a u32
 /// length), built directly because jmt does not expose path construction.
 fn node_key_bytes(version: u64, path: &[u8], num_nibbles: usize) -> Vec<u8> {
@@ -428,12 +451,16 @@ fn node_key_bytes(version: u64, path: &[u8], num_nibbles: usize) -> Vec<u8> {
 
 fn nibble_at(key: &[u8; 32], depth: usize) -> u8 {
     let b = key[depth / 2];
-    if depth % 2 == 0 { b >> 4 } else { b & 0x0f }
+    if depth.is_multiple_of(2) {
+        b >> 4
+    } else {
+        b & 0x0f
+    }
 }
 
 fn push_nibble(path: &[u8], num_nibbles: usize, nib: u8) -> (Vec<u8>, usize) {
     let mut p = path.to_vec();
-    if num_nibbles % 2 == 0 {
+    if num_nibbles.is_multiple_of(2) {
         p.push(nib << 4);
     } else if let Some(last) = p.last_mut() {
         *last |= nib;

@@ -464,8 +464,14 @@ impl Store {
     }
 
     /// Key hashes in ascending order after `after` (for rebuilding in-memory indexes).
-    pub async fn key_hashes_after(&self, after: Option<&[u8]>, limit: u64) -> Result<Vec<Vec<u8>>, StorageError> {
-        let mut q = state_key::Entity::find().select_only().column(state_key::Column::KeyHash);
+    pub async fn key_hashes_after(
+        &self,
+        after: Option<&[u8]>,
+        limit: u64,
+    ) -> Result<Vec<Vec<u8>>, StorageError> {
+        let mut q = state_key::Entity::find()
+            .select_only()
+            .column(state_key::Column::KeyHash);
         if let Some(a) = after {
             q = q.filter(state_key::Column::KeyHash.gt(a.to_vec()));
         }

@@ -130,14 +130,9 @@ impl TestNode {
         let genesis = test_genesis(opts.suite, &chain_id);
         let store = Store::open(&db_url).await.expect("open store");
         let registry = opts.registry.unwrap_or_else(chain_core::core_contracts);
-        let node = Node::open(
-            store,
-            genesis.clone(),
-            registry,
-            opts.cfg,
-        )
-        .await
-        .expect("open node");
+        let node = Node::open(store, genesis.clone(), registry, opts.cfg)
+            .await
+            .expect("open node");
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let engine = SoloEngine::new(
             key(opts.suite, "validator"),
