@@ -93,6 +93,7 @@ impl ConsensusEngine for SoloEngine {
         let mut last_block = tokio::time::Instant::now();
         loop {
             if *shutdown.borrow() {
+                node.flush().await;
                 return Ok(());
             }
             if node.mempool.has_ready() {
@@ -111,7 +112,10 @@ impl ConsensusEngine for SoloEngine {
                     _ = tokio::time::sleep(wait) => {
                         if self.cfg.empty_block_interval.is_none() { continue; }
                     }
-                    _ = shutdown.changed() => return Ok(()),
+                    _ = shutdown.changed() => {
+                        node.flush().await;
+                        return Ok(());
+                    }
                 }
             }
             last_block = tokio::time::Instant::now();

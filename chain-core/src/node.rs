@@ -150,7 +150,11 @@ pub struct Node {
     pub registry: Arc<ContractRegistry>,
     pub mempool: Mempool,
     pub metrics: Metrics,
+    /// Latest persisted block.
     tip: RwLock<Tip>,
+    /// Latest decided block (equal to `tip`, or one ahead while it is being persisted).
+    head: RwLock<Tip>,
+    persisting: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     events: broadcast::Sender<Arc<CommittedBlock>>,
     waiters: Mutex<HashMap<Digest, Vec<CommitWaiter>>>,
     admit_tx: mpsc::Sender<AdmitJob>,
@@ -293,6 +297,8 @@ impl Node {
             state,
             registry,
             metrics: Metrics::new(),
+            head: RwLock::new(tip.clone()),
+            persisting: tokio::sync::Mutex::new(None),
             tip: RwLock::new(tip),
             events,
             waiters: Mutex::new(HashMap::new()),
@@ -311,8 +317,14 @@ impl Node {
         self.info.suite.hash()
     }
 
+    /// Latest persisted block: what queries and proofs can see.
     pub fn tip(&self) -> Tip {
         self.tip.read().clone()
+    }
+
+    /// Latest decided block: what the next proposal builds on.
+    pub fn head(&self) -> Tip {
+        self.head.read().clone()
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<CommittedBlock>> {
@@ -569,7 +581,7 @@ impl Node {
         proposer: &PublicKey,
     ) -> Result<Proposed, NodeError> {
         let _guard = self.block_lock.lock().await;
-        let tip = self.tip();
+        let tip = self.head();
         let txs = self
             .mempool
             .reap(self.cfg.max_block_txs, self.cfg.max_block_bytes);
@@ -666,7 +678,7 @@ impl Node {
     /// The validator set that must sign the next block.
     pub async fn next_validator_set(self: &Arc<Self>) -> Result<ValidatorSet, NodeError> {
         let node = self.clone();
-        let h = self.tip().height + 1;
+        let h = self.head().height + 1;
         tokio::task::spawn_blocking(move || {
             let view = CommittedView(&node.state);
             let v = execution::validators_for_height(&view, &Default::default(), h)?;
@@ -686,11 +698,11 @@ impl Node {
         cert: CommitCertificate,
     ) -> Result<(), NodeError> {
         let _guard = self.block_lock.lock().await;
-        let tip = self.tip();
-        if header.height != tip.height + 1 || header.prev_hash != tip.hash {
+        let head = self.head();
+        if header.height != head.height + 1 || header.prev_hash != head.hash {
             return Err(NodeError::Invalid(format!(
-                "block {} does not extend the tip {}",
-                header.height, tip.height
+                "block {} does not extend the head {}",
+                header.height, head.height
             )));
         }
         let set = self.next_validator_set().await?;
@@ -724,15 +736,42 @@ impl Node {
                 p
             }
         };
-        self.persist(prepared, cert, set).await
+        // At most one decided block is in flight: the previous one must be in the database
+        // before this one's state replaces it in the overlay.
+        self.flush().await;
+        self.state.install_overlay(&prepared.state);
+        *self.head.write() = Tip {
+            height: header.height,
+            hash,
+            time_ms: header.time_ms,
+        };
+        // The next proposal must not pick these transactions again.
+        let stale = self.mempool.remove_committed(&prepared.txs);
+        let node = self.clone();
+        let task = tokio::spawn(async move { node.persist(prepared, cert, set, stale).await });
+        *self.persisting.lock().await = Some(task);
+        Ok(())
     }
 
+    /// Wait until every decided block is persisted (and its waiters notified).
+    pub async fn flush(&self) {
+        let task = self.persisting.lock().await.take();
+        if let Some(t) = task
+            && let Err(e) = t.await
+        {
+            tracing::error!("block persistence task failed: {e}");
+        }
+    }
+
+    /// Write a decided block, then publish it: caches, tip, pool cleanup, waiters, subscribers.
+    /// A decided block cannot be taken back, so database errors are retried until they clear.
     async fn persist(
         self: &Arc<Self>,
         p: Prepared,
         cert: CommitCertificate,
         set: ValidatorSet,
-    ) -> Result<(), NodeError> {
+        stale: Vec<Digest>,
+    ) {
         let started = std::time::Instant::now();
         let node = self.clone();
         let Prepared {
@@ -744,54 +783,72 @@ impl Node {
         let height = header.height;
         let hash = header.hash();
         let proposer = header.proposer.to_text();
-        let (write, state, txs, receipts) =
-            tokio::task::spawn_blocking(move || -> Result<_, NodeError> {
-                let (new_keys, values, nodes) = node.state.rows(&state)?;
-                let mut tx_rows = Vec::with_capacity(txs.len());
-                let mut events = Vec::new();
-                for (i, (tx, rc)) in txs.iter().zip(&receipts).enumerate() {
-                    for (j, e) in rc.events.iter().enumerate() {
-                        events.push(EventRow {
-                            tx_idx: i as u32,
-                            ev_idx: j as u32,
-                            tx_id: tx.id().bytes.to_vec(),
-                            contract: e.contract.clone(),
-                            kind: e.kind.clone(),
-                            data: String::from_utf8_lossy(&e.data).into_owned(),
-                        });
-                    }
-                    tx_rows.push(TxRow {
-                        id: tx.id().bytes.to_vec(),
-                        idx: i as u32,
-                        sender: tx.body.sender.to_text(),
-                        nonce: tx.body.nonce,
-                        contract: tx.body.contract.clone(),
-                        method: tx.body.method.clone(),
-                        raw: tx.bytes().to_vec(),
-                        receipt: rc.encode(),
-                        ok: rc.status == TxStatus::Ok,
-                        code: rc.code.clone(),
+        let prepared_rows = tokio::task::spawn_blocking(move || -> Result<_, NodeError> {
+            let (new_keys, values, nodes) = node.state.rows(&state)?;
+            let mut tx_rows = Vec::with_capacity(txs.len());
+            let mut events = Vec::new();
+            for (i, (tx, rc)) in txs.iter().zip(&receipts).enumerate() {
+                for (j, e) in rc.events.iter().enumerate() {
+                    events.push(EventRow {
+                        tx_idx: i as u32,
+                        ev_idx: j as u32,
+                        tx_id: tx.id().bytes.to_vec(),
+                        contract: e.contract.clone(),
+                        kind: e.kind.clone(),
+                        data: String::from_utf8_lossy(&e.data).into_owned(),
                     });
                 }
-                let write = BlockWrite {
-                    height: header.height,
-                    hash: header.hash().bytes.to_vec(),
-                    header: header.encode(),
-                    commit: cert.encode(),
-                    validator_set: set.encode(),
-                    time_ms: header.time_ms,
-                    txs: tx_rows,
-                    events,
-                    new_keys,
-                    values,
-                    nodes,
-                };
-                Ok((write, state, txs, receipts))
-            })
-            .await
-            .map_err(|e| NodeError::Internal(e.to_string()))??;
+                tx_rows.push(TxRow {
+                    id: tx.id().bytes.to_vec(),
+                    idx: i as u32,
+                    sender: tx.body.sender.to_text(),
+                    nonce: tx.body.nonce,
+                    contract: tx.body.contract.clone(),
+                    method: tx.body.method.clone(),
+                    raw: tx.bytes().to_vec(),
+                    receipt: rc.encode(),
+                    ok: rc.status == TxStatus::Ok,
+                    code: rc.code.clone(),
+                });
+            }
+            let write = BlockWrite {
+                height: header.height,
+                hash: header.hash().bytes.to_vec(),
+                header: header.encode(),
+                commit: cert.encode(),
+                validator_set: set.encode(),
+                time_ms: header.time_ms,
+                txs: tx_rows,
+                events,
+                new_keys,
+                values,
+                nodes,
+            };
+            Ok((write, state, txs, receipts))
+        })
+        .await;
+        let (write, state, txs, receipts) = match prepared_rows {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => {
+                tracing::error!(height, "cannot encode decided block: {e}");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(height, "cannot encode decided block: {e}");
+                return;
+            }
+        };
         let t_db = std::time::Instant::now();
-        self.store.commit_block(&write).await?;
+        let mut attempt = 0u32;
+        while let Err(e) = self.store.commit_block(&write).await {
+            attempt += 1;
+            tracing::error!(
+                height,
+                attempt,
+                "persisting decided block failed, retrying: {e}"
+            );
+            tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt.min(10)))).await;
+        }
         tracing::debug!(
             height,
             rows_ms = started.elapsed().as_millis() as u64 - t_db.elapsed().as_millis() as u64,
@@ -807,7 +864,6 @@ impl Node {
             hash,
             time_ms,
         };
-        let stale = self.mempool.remove_committed(&txs);
         let mut done: Vec<Vec<u8>> = txs.iter().map(|t| t.id().bytes.to_vec()).collect();
         done.extend(stale.iter().map(|d| d.bytes.to_vec()));
         if let Err(e) = self.store.pending_delete(&done).await {
@@ -853,7 +909,6 @@ impl Node {
             proposer,
             events: all_events,
         }));
-        Ok(())
     }
 
     // ---------------------------------------------------------------- queries

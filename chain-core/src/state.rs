@@ -71,8 +71,18 @@ pub struct StateStore {
     nodes: Mutex<LruCache<NodeKey, Node>>,
     values: Mutex<LruCache<[u8; 32], Option<Vec<u8>>>>,
     existing: KeyFilter,
+    /// The decided block whose rows are still being written: its writes and tree nodes are
+    /// visible to reads (so the next block can execute meanwhile) until `mark_committed`.
+    overlay: parking_lot::RwLock<Option<Arc<Overlay>>>,
     /// Highest committed version (block height); u64::MAX before genesis.
     version: AtomicU64,
+}
+
+/// State of a decided block not yet in the database.
+pub struct Overlay {
+    pub version: u64,
+    writes: WriteSet,
+    nodes: HashMap<NodeKey, Node>,
 }
 
 /// A tree update computed for a block, not yet persisted.
@@ -97,7 +107,10 @@ impl TreeReader for DbReader<'_> {
         if let Some(n) = self.state.nodes.lock().get(node_key) {
             return Ok(Some(n.clone()));
         }
-        let key = borsh::to_vec(node_key)?;
+        if let Some(n) = self.state.overlay_node(node_key) {
+            return Ok(Some(n));
+        }
+        let key = db_node_key(node_key)?;
         let raw = self.state.handle.block_on(self.state.store.node(&key))?;
         match raw {
             None => Ok(None),
@@ -170,7 +183,38 @@ impl StateStore {
             )),
             version: AtomicU64::new(committed.unwrap_or(u64::MAX)),
             existing: KeyFilter::new(),
+            overlay: parking_lot::RwLock::new(None),
         }
+    }
+
+    /// Make a decided block's state readable before it is persisted.
+    pub fn install_overlay(&self, p: &PreparedState) {
+        let nodes: HashMap<NodeKey, Node> = p
+            .batch
+            .node_batch
+            .nodes()
+            .iter()
+            .map(|(k, n)| (k.clone(), n.clone()))
+            .collect();
+        *self.overlay.write() = Some(Arc::new(Overlay {
+            version: p.version,
+            writes: p.writes.clone(),
+            nodes,
+        }));
+    }
+
+    fn overlay_value(&self, full_key: &[u8]) -> Option<Option<Vec<u8>>> {
+        self.overlay
+            .read()
+            .as_ref()
+            .and_then(|o| o.writes.get(full_key).cloned())
+    }
+
+    fn overlay_node(&self, key: &NodeKey) -> Option<Node> {
+        self.overlay
+            .read()
+            .as_ref()
+            .and_then(|o| o.nodes.get(key).cloned())
     }
 
     /// Fill the existing-keys filter from storage (at start).
@@ -212,6 +256,9 @@ impl StateStore {
 
     /// Latest committed value (blocking; call from a blocking thread).
     pub fn get_latest_blocking(&self, full_key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        if let Some(v) = self.overlay_value(full_key) {
+            return Ok(v);
+        }
         let kh = self.key_hash(full_key);
         if !self.existing.may_contain(&kh) {
             return Ok(None);
@@ -232,6 +279,9 @@ impl StateStore {
         self: &Arc<Self>,
         full_key: Vec<u8>,
     ) -> Result<Option<Vec<u8>>, StateError> {
+        if let Some(v) = self.overlay_value(&full_key) {
+            return Ok(v);
+        }
         let kh = self.key_hash(&full_key);
         if !self.existing.may_contain(&kh) {
             return Ok(None);
@@ -302,11 +352,11 @@ impl StateStore {
             {
                 let mut cache = self.nodes.lock();
                 for (kb, (path, nn, idxs)) in level {
-                    let Ok(nk) = borsh::from_slice::<NodeKey>(&kb) else {
+                    let Ok(nk) = node_key_from_db(&kb) else {
                         continue;
                     };
-                    match cache.get(&nk) {
-                        Some(n) => resolved.push((nk, n.clone(), path, nn, idxs)),
+                    match cache.get(&nk).cloned().or_else(|| self.overlay_node(&nk)) {
+                        Some(n) => resolved.push((nk, n, path, nn, idxs)),
                         None => {
                             missing.push(kb.clone());
                             waiting.insert(kb, (nk, path, nn, idxs));
@@ -369,7 +419,7 @@ impl StateStore {
         let mut nodes = Vec::with_capacity(p.batch.node_batch.nodes().len());
         for (k, n) in p.batch.node_batch.nodes() {
             nodes.push((
-                borsh::to_vec(k).map_err(|e| StateError::Tree(e.to_string()))?,
+                db_node_key(k).map_err(|e| StateError::Tree(e.to_string()))?,
                 borsh::to_vec(n).map_err(|e| StateError::Tree(e.to_string()))?,
             ));
         }
@@ -394,6 +444,11 @@ impl StateStore {
             }
         }
         self.version.store(p.version, Ordering::Release);
+        // Everything the overlay held is now in the caches and the database.
+        let mut o = self.overlay.write();
+        if o.as_ref().is_some_and(|o| o.version <= p.version) {
+            *o = None;
+        }
     }
 
     /// Proof of `full_key`'s value (or absence) at `version` (blocking).
@@ -438,11 +493,30 @@ type Visit = (NodeKey, Node, Vec<u8>, usize, Vec<usize>);
 /// A frontier node not in the cache yet: key, nibble path (bytes, count), key-hash indexes.
 type Pending = (NodeKey, Vec<u8>, usize, Vec<usize>);
 
-/// Borsh encoding of a jmt `NodeKey` (version u64, nibble count u64, path bytes with a u32
-/// length), built directly because jmt does not expose path construction.
+/// Database key of a tree node: the version big-endian, then the borsh encoding of the nibble
+/// path. Leading with the version makes each block's nodes sort together at the end of the
+/// index, so inserting them appends instead of touching pages all over the B-tree.
+fn db_node_key(k: &NodeKey) -> Result<Vec<u8>, std::io::Error> {
+    let mut v = k.version().to_be_bytes().to_vec();
+    v.extend_from_slice(&borsh::to_vec(k.nibble_path())?);
+    Ok(v)
+}
+
+fn node_key_from_db(b: &[u8]) -> Result<NodeKey, std::io::Error> {
+    let (version, path) = b
+        .split_at_checked(8)
+        .ok_or(std::io::ErrorKind::InvalidData)?;
+    let mut borsh_key = Vec::with_capacity(b.len());
+    borsh_key.extend(version.iter().rev());
+    borsh_key.extend_from_slice(path);
+    borsh::from_slice(&borsh_key)
+}
+
+/// `db_node_key` built from parts (nibble count u64 LE, path bytes with a u32 LE length, as
+/// borsh encodes a `NibblePath`), because jmt does not expose path construction.
 fn node_key_bytes(version: u64, path: &[u8], num_nibbles: usize) -> Vec<u8> {
     let mut v = Vec::with_capacity(20 + path.len());
-    v.extend_from_slice(&version.to_le_bytes());
+    v.extend_from_slice(&version.to_be_bytes());
     v.extend_from_slice(&(num_nibbles as u64).to_le_bytes());
     v.extend_from_slice(&(path.len() as u32).to_le_bytes());
     v.extend_from_slice(path);
@@ -620,6 +694,31 @@ impl StateRead for CommittedView<'_> {
 }
 
 /// `verify_state_proof` against jmt's own verifier, on real trees built by jmt.
+#[cfg(test)]
+mod node_key_tests {
+    use super::*;
+
+    #[test]
+    fn database_node_keys_round_trip_and_match_the_hand_built_form() {
+        let nk: NodeKey = borsh::from_slice(&{
+            // version 7, 3 nibbles: path bytes ab c0
+            let mut b = 7u64.to_le_bytes().to_vec();
+            b.extend_from_slice(&3u64.to_le_bytes());
+            b.extend_from_slice(&2u32.to_le_bytes());
+            b.extend_from_slice(&[0xab, 0xc0]);
+            b
+        })
+        .unwrap();
+        let db = db_node_key(&nk).unwrap();
+        assert_eq!(db, node_key_bytes(7, &[0xab, 0xc0], 3));
+        assert_eq!(node_key_from_db(&db).unwrap(), nk);
+        let (p, n) = push_nibble(&[0xab], 2, 0xc);
+        assert_eq!((p.as_slice(), n), (&[0xab, 0xc0][..], 3));
+        // later versions sort after earlier ones
+        assert!(node_key_bytes(8, &[], 0) > node_key_bytes(7, &[0xff], 2));
+    }
+}
+
 #[cfg(test)]
 mod proof_props {
     use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -1017,6 +1017,10 @@ async fn independent_nodes_execute_the_same_block_identically() {
             b.commit(header.clone(), included, cert)
                 .await
                 .unwrap_or_else(|e| panic!("{suite} block {height} on b: {e}"));
+            // `commit` returns once the block is decided; `flush` waits until it is persisted.
+            assert_eq!(a.head().hash, header.hash());
+            a.flush().await;
+            b.flush().await;
             assert_eq!(a.tip().hash, header.hash());
             assert_eq!(b.tip().hash, header.hash());
         }
