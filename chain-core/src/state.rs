@@ -68,7 +68,7 @@ pub struct StateStore {
     store: Store,
     suite: Suite,
     handle: tokio::runtime::Handle,
-    nodes: Mutex<LruCache<NodeKey, Node>>,
+    nodes: Mutex<LruCache<NodeKey, Arc<Node>>>,
     values: Mutex<LruCache<[u8; 32], Option<Vec<u8>>>>,
     existing: KeyFilter,
     /// The decided block whose rows are still being written: its writes and tree nodes are
@@ -81,34 +81,39 @@ pub struct StateStore {
 /// State of a decided block not yet in the database.
 pub struct Overlay {
     pub version: u64,
-    writes: WriteSet,
-    nodes: HashMap<NodeKey, Node>,
+    writes: Arc<WriteSet>,
+    nodes: Arc<NodeMap>,
 }
+
+/// Tree nodes by key, shared (not copied) between a prepared block, the overlay, the rows
+/// written to the database and the node cache.
+pub type NodeMap = HashMap<NodeKey, Arc<Node>>;
 
 /// A tree update computed for a block, not yet persisted.
 pub struct PreparedState {
     pub version: u64,
     pub root: Digest,
-    pub batch: TreeUpdateBatch,
-    pub writes: WriteSet,
+    /// The tree nodes this version adds.
+    pub nodes: Arc<NodeMap>,
+    pub writes: Arc<WriteSet>,
 }
 
 struct DbReader<'a> {
     state: &'a StateStore,
     /// Nodes fetched in bulk for the current update (see `StateStore::prefetch`).
-    prefetched: Option<&'a HashMap<NodeKey, Node>>,
+    prefetched: Option<&'a NodeMap>,
 }
 
 impl TreeReader for DbReader<'_> {
     fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
         if let Some(n) = self.prefetched.and_then(|p| p.get(node_key)) {
-            return Ok(Some(n.clone()));
+            return Ok(Some(Node::clone(n)));
         }
         if let Some(n) = self.state.nodes.lock().get(node_key) {
-            return Ok(Some(n.clone()));
+            return Ok(Some(Node::clone(n)));
         }
         if let Some(n) = self.state.overlay_node(node_key) {
-            return Ok(Some(n));
+            return Ok(Some(Node::clone(&n)));
         }
         let key = db_node_key(node_key)?;
         let raw = self.state.handle.block_on(self.state.store.node(&key))?;
@@ -116,7 +121,10 @@ impl TreeReader for DbReader<'_> {
             None => Ok(None),
             Some(bytes) => {
                 let node: Node = borsh::from_slice(&bytes)?;
-                self.state.nodes.lock().put(node_key.clone(), node.clone());
+                self.state
+                    .nodes
+                    .lock()
+                    .put(node_key.clone(), Arc::new(node.clone()));
                 Ok(Some(node))
             }
         }
@@ -189,17 +197,10 @@ impl StateStore {
 
     /// Make a decided block's state readable before it is persisted.
     pub fn install_overlay(&self, p: &PreparedState) {
-        let nodes: HashMap<NodeKey, Node> = p
-            .batch
-            .node_batch
-            .nodes()
-            .iter()
-            .map(|(k, n)| (k.clone(), n.clone()))
-            .collect();
         *self.overlay.write() = Some(Arc::new(Overlay {
             version: p.version,
             writes: p.writes.clone(),
-            nodes,
+            nodes: p.nodes.clone(),
         }));
     }
 
@@ -210,7 +211,7 @@ impl StateStore {
             .and_then(|o| o.writes.get(full_key).cloned())
     }
 
-    fn overlay_node(&self, key: &NodeKey) -> Option<Node> {
+    fn overlay_node(&self, key: &NodeKey) -> Option<Arc<Node>> {
         self.overlay
             .read()
             .as_ref()
@@ -311,14 +312,23 @@ impl StateStore {
             Suite::Ed25519Sha256 => put::<Sha256Hasher>(&reader, set, version)?,
             Suite::Sm2Sm3 => put::<Sm3Hasher>(&reader, set, version)?,
         };
+        // Keep only the new nodes (one copy, shared from here on); jmt's batch also carries
+        // values and stale-node indexes we do not use.
+        let nodes: NodeMap = batch
+            .node_batch
+            .nodes()
+            .iter()
+            .map(|(k, n)| (k.clone(), Arc::new(n.clone())))
+            .collect();
+        drop(batch);
         Ok(PreparedState {
             version,
             root: Digest {
                 alg: self.hash_alg(),
                 bytes: root,
             },
-            batch,
-            writes,
+            nodes: Arc::new(nodes),
+            writes: Arc::new(writes),
         })
     }
 
@@ -327,12 +337,8 @@ impl StateStore {
     /// root of `version - 1`, each internal node's children on the paths of `key_hashes` give the
     /// next level's node keys (a child's key is its version plus the parent's nibble path and
     /// the child's nibble). Purely a cache warm-up: anything missed is still read on demand.
-    fn prefetch(
-        &self,
-        version: u64,
-        key_hashes: &[[u8; 32]],
-    ) -> Result<HashMap<NodeKey, Node>, StateError> {
-        let mut out: HashMap<NodeKey, Node> = HashMap::new();
+    fn prefetch(&self, version: u64, key_hashes: &[[u8; 32]]) -> Result<NodeMap, StateError> {
+        let mut out: NodeMap = HashMap::new();
         if version == 0 || key_hashes.is_empty() {
             return Ok(out);
         }
@@ -369,13 +375,13 @@ impl StateStore {
                     if let (Some((nk, path, nn, idxs)), Ok(node)) =
                         (waiting.remove(&kb), borsh::from_slice::<Node>(&raw))
                     {
-                        resolved.push((nk, node, path, nn, idxs));
+                        resolved.push((nk, Arc::new(node), path, nn, idxs));
                     }
                 }
             }
             let mut next: HashMap<Vec<u8>, (Vec<u8>, usize, Vec<usize>)> = HashMap::new();
             for (nk, node, path, nn, idxs) in resolved {
-                if let Node::Internal(inner) = &node {
+                if let Node::Internal(inner) = &*node {
                     for i in idxs {
                         let nib = nibble_at(&key_hashes[i], depth);
                         if let Some(child) = inner.child(nib.into()) {
@@ -410,17 +416,17 @@ impl StateStore {
     > {
         let mut keys = Vec::with_capacity(p.writes.len());
         let mut values = Vec::with_capacity(p.writes.len());
-        for (k, v) in &p.writes {
+        for (k, v) in p.writes.iter() {
             let kh = self.key_hash(k).to_vec();
             let (contract, raw) = split_state_key(k).unwrap_or(("", k));
             keys.push((kh.clone(), contract.to_string(), raw.to_vec()));
             values.push((kh, v.clone()));
         }
-        let mut nodes = Vec::with_capacity(p.batch.node_batch.nodes().len());
-        for (k, n) in p.batch.node_batch.nodes() {
+        let mut nodes = Vec::with_capacity(p.nodes.len());
+        for (k, n) in p.nodes.iter() {
             nodes.push((
                 db_node_key(k).map_err(|e| StateError::Tree(e.to_string()))?,
-                borsh::to_vec(n).map_err(|e| StateError::Tree(e.to_string()))?,
+                borsh::to_vec(&**n).map_err(|e| StateError::Tree(e.to_string()))?,
             ));
         }
         Ok((keys, values, nodes))
@@ -431,16 +437,16 @@ impl StateStore {
     pub fn mark_committed(&self, p: PreparedState) {
         {
             let mut nodes = self.nodes.lock();
-            for (k, n) in p.batch.node_batch.nodes() {
+            for (k, n) in p.nodes.iter() {
                 nodes.put(k.clone(), n.clone());
             }
         }
         {
             let mut values = self.values.lock();
-            for (k, v) in p.writes {
-                let kh = self.key_hash(&k);
+            for (k, v) in p.writes.iter() {
+                let kh = self.key_hash(k);
                 self.existing.insert(&kh);
-                values.put(kh, v);
+                values.put(kh, v.clone());
             }
         }
         self.version.store(p.version, Ordering::Release);
@@ -489,7 +495,7 @@ impl StateStore {
 
 /// A node on the prefetch frontier: its key, the node, its nibble path (bytes, count) and the
 /// indexes of the written key hashes that pass through it.
-type Visit = (NodeKey, Node, Vec<u8>, usize, Vec<usize>);
+type Visit = (NodeKey, Arc<Node>, Vec<u8>, usize, Vec<usize>);
 /// A frontier node not in the cache yet: key, nibble path (bytes, count), key-hash indexes.
 type Pending = (NodeKey, Vec<u8>, usize, Vec<usize>);
 
