@@ -61,6 +61,12 @@ impl SoloEngine {
                 "this node's validator key is not in the validator set".into(),
             ));
         };
+        // Overlap the next block's execution with the previous block's persistence only when a
+        // full block is waiting anyway; otherwise wait, so the block collects what arrives
+        // meanwhile (fewer, larger blocks write far fewer tree nodes per transaction).
+        if node.mempool.len() < node.cfg.max_block_txs {
+            node.flush().await;
+        }
         let proposed = node.propose(now_ms(), &self.key.public_key()).await?;
         let hash = proposed.header.hash();
         let msg = CommitCertificate::precommit_message(
