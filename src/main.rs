@@ -101,8 +101,10 @@ struct TxArgs {
     /// Keystore label of the signing key.
     #[arg(long)]
     key: String,
+    /// Contract, e.g. `notary` or `system` (see GET /api/v1/chain for the list).
     #[arg(long)]
     contract: String,
+    /// Method, e.g. `anchor`, `register_member`, `propose`, `vote`.
     #[arg(long)]
     method: String,
     /// Arguments as JSON.
