@@ -273,22 +273,7 @@ fn admit_org(
     name: &str,
     admin: &NewAdmin,
 ) -> Result<(), ContractError> {
-    if !valid_ident(id, 32) {
-        return Err(ContractError::invalid_args(
-            "organisation id must be 1-32 of [a-z0-9_-]",
-        ));
-    }
-    if name.trim().is_empty() || name.len() > 200 {
-        return Err(ContractError::invalid_args(
-            "organisation name must be 1-200 bytes",
-        ));
-    }
-    if ctx.get(format!("org/{id}").as_bytes())?.is_some() {
-        return Err(ContractError::new(
-            "already_exists",
-            format!("organisation {id} exists"),
-        ));
-    }
+    check_admission(ctx, id, name, admin)?;
     let org = Organisation {
         id: id.to_string(),
         name: name.to_string(),

@@ -268,16 +268,7 @@ impl TestNode {
     }
 
     pub async fn state(&self, contract: &str, key: &str) -> Value {
-        let k: String = key
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
+        let k = url_key(key);
         self.get(&format!("/api/v1/state/{contract}/{k}")).await.1
     }
 
@@ -289,4 +280,17 @@ impl TestNode {
 
 pub fn alg(suite: Suite) -> SigAlg {
     suite.sig()
+}
+
+/// Percent-encode a state key for use as one path segment.
+pub fn url_key(key: &str) -> String {
+    key.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }

@@ -29,16 +29,7 @@ async fn proposal(t: &TestNode, id: u64) -> Value {
 
 /// Value of a state key at a given height.
 async fn state_at(t: &TestNode, contract: &str, key: &str, height: u64) -> Value {
-    let k: String = key
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
+    let k = crate::common::url_key(key);
     let (s, v) = t
         .get(&format!("/api/v1/state/{contract}/{k}?height={height}"))
         .await;
