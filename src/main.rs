@@ -134,6 +134,11 @@ struct VerifyArgs {
     /// Genesis file whose validator set you trust (default <data dir>/genesis.json).
     #[arg(long)]
     genesis: Option<PathBuf>,
+    /// Trust this validator set instead (hex of its canonical encoding, e.g. the
+    /// `validator_set` field of GET /api/v1/chain on a node you trust) — needed for blocks
+    /// signed after governance changed the validator set.
+    #[arg(long, value_name = "HEX")]
+    validator_set: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -415,16 +420,25 @@ fn verify(cfg: &Config, a: VerifyArgs) -> anyhow::Result<()> {
             .with_context(|| format!("reading {}", a.bundle.display()))?
     };
     let bundle: ProofBundle = serde_json::from_str(&text).context("not a proof bundle")?;
-    let gpath = a.genesis.unwrap_or_else(|| cfg.genesis_path());
-    let g = read_genesis(&gpath)?;
-    if g.chain_id != bundle.chain_id {
-        bail!(
-            "the bundle is for chain `{}`, the genesis for `{}`",
-            bundle.chain_id,
-            g.chain_id
-        );
-    }
-    let set = g.validator_set()?;
+    let set = match &a.validator_set {
+        Some(h) => {
+            let bytes = hex::decode(h.trim()).context("--validator-set must be hex")?;
+            chain_core::types::ValidatorSet::decode(&bytes)
+                .map_err(|e| anyhow::anyhow!("--validator-set: {e}"))?
+        }
+        None => {
+            let gpath = a.genesis.unwrap_or_else(|| cfg.genesis_path());
+            let g = read_genesis(&gpath)?;
+            if g.chain_id != bundle.chain_id {
+                bail!(
+                    "the bundle is for chain `{}`, the genesis for `{}`",
+                    bundle.chain_id,
+                    g.chain_id
+                );
+            }
+            g.validator_set()?
+        }
+    };
     match verify_bundle(&bundle, &set) {
         Ok(v) => {
             println!("{}", serde_json::to_string_pretty(&v)?);
