@@ -864,12 +864,6 @@ impl Node {
             hash,
             time_ms,
         };
-        let mut done: Vec<Vec<u8>> = txs.iter().map(|t| t.id().bytes.to_vec()).collect();
-        done.extend(stale.iter().map(|d| d.bytes.to_vec()));
-        if let Err(e) = self.store.pending_delete(&done).await {
-            // Harmless: a restart re-admits these rows and drops them as already committed.
-            tracing::warn!("could not clear committed transactions from the pending pool: {e}");
-        }
         let mut all_events = Vec::new();
         {
             let mut w = self.waiters.lock();
@@ -909,6 +903,13 @@ impl Node {
             proposer,
             events: all_events,
         }));
+        // Clearing the pending pool comes last: it is not on anyone's critical path (a restart
+        // re-admits leftover rows and drops them as already committed).
+        let mut done: Vec<Vec<u8>> = txs.iter().map(|t| t.id().bytes.to_vec()).collect();
+        done.extend(stale.iter().map(|d| d.bytes.to_vec()));
+        if let Err(e) = self.store.pending_delete(&done).await {
+            tracing::warn!("could not clear committed transactions from the pending pool: {e}");
+        }
     }
 
     // ---------------------------------------------------------------- queries
