@@ -161,15 +161,7 @@ fn tamper_hex(s: &str, pos: usize) -> String {
 }
 
 fn key_path(key: &str) -> String {
-    key.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    crate::common::url_key(key)
 }
 
 // ------------------------------------------------------------------ malformed input
