@@ -283,7 +283,10 @@ impl Node {
         };
 
         let (admit_tx, admit_rx) = mpsc::channel(cfg.admission_batch * 4);
-        let (events, _) = broadcast::channel(1024);
+        // The channel keeps its last N messages alive even when nobody lags, and a block's
+        // message carries all its events: keep N small. A subscriber that falls further behind
+        // gets `Lagged` and resynchronises through the REST API.
+        let (events, _) = broadcast::channel(16);
         let node = Arc::new(Self {
             mempool: Mempool::new(cfg.mempool.clone()),
             cfg,
