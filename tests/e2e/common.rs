@@ -235,10 +235,22 @@ impl TestNode {
         method: &str,
         args: Value,
     ) -> Value {
+        let v = self.call_full(signer, contract, method, args).await;
+        assert_eq!(v["receipt"]["status"], "ok", "receipt not ok: {v}");
+        v
+    }
+
+    /// Submit and wait for commit; returns the whole 200 response (tx id, height, receipt).
+    async fn call_full(
+        &self,
+        signer: &SigningKey,
+        contract: &str,
+        method: &str,
+        args: Value,
+    ) -> Value {
         let tx = self.tx(signer, contract, method, args).await;
         let (s, v) = self.submit_wait(&tx).await;
         assert_eq!(s, 200, "submit failed: {v}");
-        assert_eq!(v["receipt"]["status"], "ok", "receipt not ok: {v}");
         v
     }
 
@@ -250,10 +262,7 @@ impl TestNode {
         method: &str,
         args: Value,
     ) -> Value {
-        let tx = self.tx(signer, contract, method, args).await;
-        let (s, v) = self.submit_wait(&tx).await;
-        assert_eq!(s, 200, "submit failed: {v}");
-        v["receipt"].clone()
+        self.call_full(signer, contract, method, args).await["receipt"].clone()
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
