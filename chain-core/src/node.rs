@@ -132,6 +132,8 @@ type CommitWaiter = oneshot::Sender<Result<TxOutcome, AdmitError>>;
 struct AdmitJob {
     tx: SignedTx,
     committed_nonce: u64,
+    /// The pending-pool row of a transaction restored after a restart (already durable).
+    restored_seq: Option<i64>,
     reply: oneshot::Sender<Result<(), AdmitError>>,
 }
 
@@ -158,6 +160,10 @@ pub struct Node {
     events: broadcast::Sender<Arc<CommittedBlock>>,
     waiters: Mutex<HashMap<Digest, Vec<CommitWaiter>>>,
     admit_tx: mpsc::Sender<AdmitJob>,
+    /// Pending-pool row of every transaction in the mempool, so committed ones can be removed
+    /// by their (clustered) row number.
+    pending_rows: Mutex<HashMap<Digest, i64>>,
+    next_pending_seq: std::sync::atomic::AtomicI64,
     new_tx: tokio::sync::Notify,
     prepared: Mutex<Option<(Digest, Prepared)>>,
     /// Serialises proposal and commit: one block at a time.
@@ -183,6 +189,12 @@ impl Node {
         registry: ContractRegistry,
         cfg: NodeConfig,
     ) -> Result<Arc<Self>, NodeError> {
+        if cfg.max_block_txs == 0 || cfg.max_block_txs > crate::storage::MAX_BLOCK_TXS {
+            return Err(NodeError::Invalid(format!(
+                "max_block_txs must be between 1 and {}",
+                crate::storage::MAX_BLOCK_TXS
+            )));
+        }
         genesis
             .validate()
             .map_err(|e| NodeError::Invalid(e.to_string()))?;
@@ -287,6 +299,7 @@ impl Node {
         // message carries all its events: keep N small. A subscriber that falls further behind
         // gets `Lagged` and resynchronises through the REST API.
         let (events, _) = broadcast::channel(16);
+        let next_pending_seq = store.pending_max_seq().await?.map_or(1, |s| s + 1);
         let node = Arc::new(Self {
             mempool: Mempool::new(cfg.mempool.clone()),
             cfg,
@@ -306,6 +319,8 @@ impl Node {
             events,
             waiters: Mutex::new(HashMap::new()),
             admit_tx,
+            pending_rows: Mutex::new(HashMap::new()),
+            next_pending_seq: std::sync::atomic::AtomicI64::new(next_pending_seq),
             new_tx: tokio::sync::Notify::new(),
             prepared: Mutex::new(None),
             block_lock: tokio::sync::Mutex::new(()),
@@ -314,6 +329,14 @@ impl Node {
         tokio::spawn(admission_worker(Arc::downgrade(&node), admit_rx));
         node.reload_pending().await?;
         Ok(node)
+    }
+
+    /// Forget the pending-pool rows of these transactions and return them for deletion.
+    fn take_pending_rows<'a>(&self, ids: impl Iterator<Item = &'a Digest>) -> Vec<i64> {
+        let mut rows = self.pending_rows.lock();
+        let mut out: Vec<i64> = ids.filter_map(|id| rows.remove(id)).collect();
+        out.sort_unstable();
+        out
     }
 
     pub fn hash_alg(&self) -> HashAlg {
@@ -349,15 +372,15 @@ impl Node {
         let mut kept = 0usize;
         for row in rows {
             let outcome = match SignedTx::decode(&row.raw, self.hash_alg()) {
-                Ok(tx) => self.check_and_admit(tx, now_ms(), true).await,
+                Ok(tx) => self.check_and_admit(tx, now_ms(), Some(row.seq)).await,
                 Err(e) => Err(AdmitError::new("malformed", e.to_string())),
             };
             match outcome {
                 Ok(()) => kept += 1,
-                Err(e) if e.code == "duplicate" => kept += 1,
                 Err(e) => {
-                    tracing::info!(code = e.code, "dropping pending transaction after restart");
-                    stale.push(row.id);
+                    // Mostly transactions committed just before the restart ("duplicate").
+                    tracing::debug!(code = e.code, "dropping pending transaction after restart");
+                    stale.push(row.seq);
                 }
             }
         }
@@ -408,7 +431,7 @@ impl Node {
             self.waiters.lock().entry(id).or_default().push(s);
             r
         });
-        if let Err(e) = self.check_and_admit(tx, now_ms(), false).await {
+        if let Err(e) = self.check_and_admit(tx, now_ms(), None).await {
             // Only this caller's waiter goes: another caller may be waiting for the same id.
             if let Some(rx) = waiter {
                 drop(rx);
@@ -444,7 +467,7 @@ impl Node {
         self: &Arc<Self>,
         tx: SignedTx,
         now: u64,
-        restoring: bool,
+        restored_seq: Option<i64>,
     ) -> Result<(), AdmitError> {
         let b = &tx.body;
         if b.chain_id != self.info.chain_id {
@@ -543,7 +566,7 @@ impl Node {
                 "this transaction is already pending",
             ));
         }
-        if !restoring && !self.mempool.has_room(tx.bytes().len()) {
+        if restored_seq.is_none() && !self.mempool.has_room(tx.bytes().len()) {
             return Err(AdmitError {
                 code: "mempool_full",
                 message: "the node is at capacity; retry shortly".into(),
@@ -555,6 +578,7 @@ impl Node {
             .send(AdmitJob {
                 tx,
                 committed_nonce,
+                restored_seq,
                 reply,
             })
             .await
@@ -602,8 +626,8 @@ impl Node {
         if !dropped.is_empty() {
             let ids: Vec<Digest> = dropped.iter().map(|(t, _)| t.id()).collect();
             self.mempool.remove(&ids);
-            let raw: Vec<Vec<u8>> = ids.iter().map(|d| d.bytes.to_vec()).collect();
-            self.store.pending_delete(&raw).await?;
+            let rows = self.take_pending_rows(ids.iter());
+            self.store.pending_delete(&rows).await?;
             let mut w = self.waiters.lock();
             for (tx, reason) in dropped {
                 for s in w.remove(&tx.id()).unwrap_or_default() {
@@ -908,8 +932,8 @@ impl Node {
         }));
         // Clearing the pending pool comes last: it is not on anyone's critical path (a restart
         // re-admits leftover rows and drops them as already committed).
-        let mut done: Vec<Vec<u8>> = txs.iter().map(|t| t.id().bytes.to_vec()).collect();
-        done.extend(stale.iter().map(|d| d.bytes.to_vec()));
+        let ids: Vec<Digest> = txs.iter().map(|t| t.id()).collect();
+        let done = self.take_pending_rows(ids.iter().chain(stale.iter()));
         if let Err(e) = self.store.pending_delete(&done).await {
             tracing::warn!("could not clear committed transactions from the pending pool: {e}");
         }
@@ -1193,10 +1217,24 @@ async fn admission_worker(node: std::sync::Weak<Node>, mut rx: mpsc::Receiver<Ad
             continue;
         }
         let now = now_ms();
-        let rows: Vec<(Vec<u8>, Vec<u8>, u64)> = accepted
-            .iter()
-            .map(|j| (j.tx.id().bytes.to_vec(), j.tx.bytes().to_vec(), now))
-            .collect();
+        let mut rows: Vec<(i64, Vec<u8>, u64)> = Vec::with_capacity(accepted.len());
+        {
+            // Recorded before the insert so that a commit racing with it finds the row.
+            let mut known = node.pending_rows.lock();
+            for j in &accepted {
+                let seq = match j.restored_seq {
+                    Some(seq) => seq,
+                    None => {
+                        let seq = node
+                            .next_pending_seq
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        rows.push((seq, j.tx.bytes().to_vec(), now));
+                        seq
+                    }
+                };
+                known.insert(j.tx.id(), seq);
+            }
+        }
         match node.store.pending_insert(&rows).await {
             Ok(()) => {
                 for j in accepted {
@@ -1209,6 +1247,7 @@ async fn admission_worker(node: std::sync::Weak<Node>, mut rx: mpsc::Receiver<Ad
                 tracing::error!("persisting admitted transactions failed: {e}");
                 let ids: Vec<Digest> = accepted.iter().map(|j| j.tx.id()).collect();
                 node.mempool.remove(&ids);
+                node.take_pending_rows(ids.iter());
                 for j in accepted {
                     let _ = j.reply.send(Err(AdmitError::new(
                         "internal",

@@ -220,24 +220,16 @@ impl StateStore {
 
     /// Fill the existing-keys filter from storage (at start).
     pub async fn load_key_filter(&self) -> Result<u64, StateError> {
-        let mut after: Option<Vec<u8>> = None;
         let mut n = 0u64;
-        loop {
-            let page = self
-                .store
-                .key_hashes_after(after.as_deref(), 20_000)
-                .await?;
-            let Some(last) = page.last().cloned() else {
-                return Ok(n);
-            };
-            for kh in &page {
-                if let Ok(arr) = <[u8; 32]>::try_from(kh.as_slice()) {
+        self.store
+            .for_each_key_hash(20_000, |kh| {
+                if let Ok(arr) = <[u8; 32]>::try_from(kh) {
                     self.existing.insert(&arr);
                     n += 1;
                 }
-            }
-            after = Some(last);
-        }
+            })
+            .await?;
+        Ok(n)
     }
 
     pub fn hash_alg(&self) -> HashAlg {

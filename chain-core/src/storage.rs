@@ -41,12 +41,18 @@ pub mod entities {
     }
     pub mod tx {
         use sea_orm::entity::prelude::*;
+        /// Committed transactions. The primary key is the chain position (`tx_seq`), so rows
+        /// are appended in order; lookups by id go through the small `id_prefix` index rather
+        /// than an index of full 32-byte hashes, whose random inserts dominated commit cost.
         #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
         #[sea_orm(table_name = "tx")]
         pub struct Model {
+            /// `height << 20 | idx` (see `tx_seq`).
             #[sea_orm(primary_key, auto_increment = false)]
-            pub id: Vec<u8>,
+            pub seq: i64,
             #[sea_orm(indexed)]
+            pub id_prefix: i64,
+            pub id: Vec<u8>,
             pub height: i64,
             pub idx: i32,
             #[sea_orm(indexed)]
@@ -86,15 +92,16 @@ pub mod entities {
     }
     pub mod state_key {
         use sea_orm::entity::prelude::*;
-        /// Preimages of state-tree key hashes, so state can be listed and explained.
+        /// Preimages of state-tree key hashes, so state can be listed and explained. Keyed by
+        /// (contract, key), which application keys cluster on, not by the random key hash.
         #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
         #[sea_orm(table_name = "state_key")]
         pub struct Model {
             #[sea_orm(primary_key, auto_increment = false)]
-            pub key_hash: Vec<u8>,
-            #[sea_orm(indexed)]
             pub contract: String,
+            #[sea_orm(primary_key, auto_increment = false)]
             pub key: Vec<u8>,
+            pub key_hash: Vec<u8>,
         }
         #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
         pub enum Relation {}
@@ -102,13 +109,16 @@ pub mod entities {
     }
     pub mod jmt_value {
         use sea_orm::entity::prelude::*;
-        /// Every version of every state value (NULL = deleted at that version).
+        /// Every version of every state value (NULL = deleted at that version). Rows are
+        /// appended; reads use the (key_prefix, version) index and then compare the full hash.
         #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
         #[sea_orm(table_name = "jmt_value")]
         pub struct Model {
-            #[sea_orm(primary_key, auto_increment = false)]
+            #[sea_orm(primary_key)]
+            pub id: i64,
+            /// The first 8 bytes of `key_hash`, big-endian, as a signed integer.
+            pub key_prefix: i64,
             pub key_hash: Vec<u8>,
-            #[sea_orm(primary_key, auto_increment = false)]
             pub version: i64,
             pub value: Option<Vec<u8>>,
         }
@@ -137,8 +147,10 @@ pub mod entities {
         #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
         #[sea_orm(table_name = "pending_tx")]
         pub struct Model {
+            /// Admission order, assigned by the node. Rows are appended and removed in roughly
+            /// the same order, so the pool's churn touches few database pages.
             #[sea_orm(primary_key, auto_increment = false)]
-            pub id: Vec<u8>,
+            pub seq: i64,
             pub raw: Vec<u8>,
             pub received_ms: i64,
         }
@@ -171,14 +183,17 @@ mod migrations {
 
     impl MigratorTrait for Migrator {
         fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-            vec![Box::new(M0001Chain)]
+            vec![Box::new(M0002Chain)]
         }
     }
 
-    pub struct M0001Chain;
-    impl MigrationName for M0001Chain {
+    /// The name of the pre-release schema (full-hash indexes), which cannot be upgraded in place.
+    pub const RETIRED_SCHEMA: &str = "m0001_chain";
+
+    pub struct M0002Chain;
+    impl MigrationName for M0002Chain {
         fn name(&self) -> &str {
-            "m0001_chain"
+            "m0002_chain"
         }
     }
 
@@ -191,32 +206,49 @@ mod migrations {
         Ok(())
     }
 
+    /// Reads of a value "as of version v" walk this index backwards from (prefix, v).
+    async fn value_index(m: &SchemaManager<'_>) -> Result<(), DbErr> {
+        use super::entities::jmt_value;
+        m.create_index(
+            Index::create()
+                .name("idx_jmt_value_prefix_version")
+                .table(jmt_value::Entity)
+                .col(jmt_value::Column::KeyPrefix)
+                .col(jmt_value::Column::Version)
+                .to_owned(),
+        )
+        .await
+    }
+
     /// The durable pending pool lives in its own SQLite file so that admitting transactions
     /// never waits for SQLite's single writer lock held by a block commit.
     pub struct PendingMigrator;
 
     impl MigratorTrait for PendingMigrator {
         fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-            vec![Box::new(M0001Pending)]
+            vec![Box::new(M0002Pending)]
         }
     }
 
-    pub struct M0001Pending;
-    impl MigrationName for M0001Pending {
+    /// The pre-release pending pool keyed by transaction id.
+    pub const RETIRED_PENDING_SCHEMA: &str = "m0001_pending";
+
+    pub struct M0002Pending;
+    impl MigrationName for M0002Pending {
         fn name(&self) -> &str {
-            "m0001_pending"
+            "m0002_pending"
         }
     }
 
     #[async_trait::async_trait]
-    impl MigrationTrait for M0001Pending {
+    impl MigrationTrait for M0002Pending {
         async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
             create(m, super::entities::pending_tx::Entity).await
         }
     }
 
     #[async_trait::async_trait]
-    impl MigrationTrait for M0001Chain {
+    impl MigrationTrait for M0002Chain {
         async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
             use super::entities::*;
             create(m, block::Entity).await?;
@@ -224,6 +256,7 @@ mod migrations {
             create(m, event::Entity).await?;
             create(m, state_key::Entity).await?;
             create(m, jmt_value::Entity).await?;
+            value_index(m).await?;
             create(m, jmt_node::Entity).await?;
             create(m, pending_tx::Entity).await?;
             create(m, meta::Entity).await?;
@@ -317,11 +350,32 @@ async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
                 .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(30))
                 .create_if_missing(true)
+                // Statement journals of multi-row inserts would otherwise go to temporary
+                // files: they were the largest share of the node's disk writes.
+                .pragma("temp_store", "memory")
         });
     } else {
         opts.max_connections(16).min_connections(1);
     }
     Database::connect(opts).await
+}
+
+/// A database created by the pre-release schema cannot be opened: say so plainly instead of
+/// failing later on a missing column.
+async fn refuse_retired_schema(db: &DatabaseConnection, retired: &str) -> Result<(), StorageError> {
+    let stmt = sea_orm::Statement::from_string(
+        db.get_database_backend(),
+        format!("SELECT version FROM seaql_migrations WHERE version = '{retired}'"),
+    );
+    // No migrations table yet means a new database.
+    if let Ok(Some(_)) = db.query_one_raw(stmt).await {
+        return Err(StorageError::Corrupt(
+            "this database was created by an older pre-release schema; move it away and run \
+             `trellis init` again"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Rows per multi-row INSERT, below both SQLite's and PostgreSQL's bind-parameter limits.
@@ -331,15 +385,34 @@ fn i64_of(v: u64) -> i64 {
     v as i64
 }
 
+/// Position of a transaction in the chain: height in the high bits, index in the low 20 (a
+/// block holds at most `MAX_BLOCK_TXS` transactions).
+pub fn tx_seq(height: u64, idx: u32) -> i64 {
+    i64_of((height << 20) | u64::from(idx))
+}
+
+/// The most transactions one block may hold (the index part of `tx_seq`).
+pub const MAX_BLOCK_TXS: usize = 1 << 20;
+
+/// The first 8 bytes of a hash as a signed integer: a compact index key for hash lookups.
+pub fn hash_prefix(hash: &[u8]) -> i64 {
+    let mut b = [0u8; 8];
+    let n = hash.len().min(8);
+    b[..n].copy_from_slice(&hash[..n]);
+    i64::from_be_bytes(b)
+}
+
 impl Store {
     /// Connect, apply pragmas and run pending migrations.
     ///
     /// `url` is `sqlite://path?mode=rwc` or `postgres://…`.
     pub async fn open(url: &str) -> Result<Self, StorageError> {
         let db = connect(url).await?;
+        refuse_retired_schema(&db, migrations::RETIRED_SCHEMA).await?;
         migrations::Migrator::up(&db, None).await?;
         let pending = if url.starts_with("sqlite:") {
             let p = connect(&pending_sqlite_url(url)).await?;
+            refuse_retired_schema(&p, migrations::RETIRED_PENDING_SCHEMA).await?;
             migrations::PendingMigrator::up(&p, None).await?;
             p
         } else {
@@ -409,13 +482,18 @@ impl Store {
     }
 
     pub async fn tx(&self, id: &[u8]) -> Result<Option<tx::Model>, StorageError> {
-        Ok(tx::Entity::find_by_id(id.to_vec()).one(&self.db).await?)
+        Ok(tx::Entity::find()
+            .filter(tx::Column::IdPrefix.eq(hash_prefix(id)))
+            .filter(tx::Column::Id.eq(id.to_vec()))
+            .one(&self.db)
+            .await?)
     }
 
     pub async fn txs_in_block(&self, height: u64) -> Result<Vec<tx::Model>, StorageError> {
         Ok(tx::Entity::find()
-            .filter(tx::Column::Height.eq(i64_of(height)))
-            .order_by_asc(tx::Column::Idx)
+            .filter(tx::Column::Seq.gte(tx_seq(height, 0)))
+            .filter(tx::Column::Seq.lt(tx_seq(height + 1, 0)))
+            .order_by_asc(tx::Column::Seq)
             .all(&self.db)
             .await?)
     }
@@ -427,8 +505,7 @@ impl Store {
     ) -> Result<Vec<tx::Model>, StorageError> {
         Ok(tx::Entity::find()
             .filter(tx::Column::Sender.eq(sender))
-            .order_by_desc(tx::Column::Height)
-            .order_by_desc(tx::Column::Idx)
+            .order_by_desc(tx::Column::Seq)
             .limit(limit)
             .all(&self.db)
             .await?)
@@ -463,23 +540,40 @@ impl Store {
             .await?)
     }
 
-    /// Key hashes in ascending order after `after` (for rebuilding in-memory indexes).
-    pub async fn key_hashes_after(
+    /// Every key hash ever written, in pages of `page` (for rebuilding in-memory indexes).
+    pub async fn for_each_key_hash(
         &self,
-        after: Option<&[u8]>,
-        limit: u64,
-    ) -> Result<Vec<Vec<u8>>, StorageError> {
-        let mut q = state_key::Entity::find()
-            .select_only()
-            .column(state_key::Column::KeyHash);
-        if let Some(a) = after {
-            q = q.filter(state_key::Column::KeyHash.gt(a.to_vec()));
+        page: u64,
+        mut f: impl FnMut(&[u8]),
+    ) -> Result<(), StorageError> {
+        let mut after: Option<(String, Vec<u8>)> = None;
+        loop {
+            let mut q = state_key::Entity::find();
+            if let Some((c, k)) = &after {
+                q = q.filter(
+                    Condition::any()
+                        .add(state_key::Column::Contract.gt(c.clone()))
+                        .add(
+                            Condition::all()
+                                .add(state_key::Column::Contract.eq(c.clone()))
+                                .add(state_key::Column::Key.gt(k.clone())),
+                        ),
+                );
+            }
+            let rows = q
+                .order_by_asc(state_key::Column::Contract)
+                .order_by_asc(state_key::Column::Key)
+                .limit(page)
+                .all(&self.db)
+                .await?;
+            let Some(last) = rows.last() else {
+                return Ok(());
+            };
+            after = Some((last.contract.clone(), last.key.clone()));
+            for r in &rows {
+                f(&r.key_hash);
+            }
         }
-        Ok(q.order_by_asc(state_key::Column::KeyHash)
-            .limit(limit)
-            .into_tuple::<Vec<u8>>()
-            .all(&self.db)
-            .await?)
     }
 
     pub async fn state_keys(
@@ -505,8 +599,9 @@ impl Store {
         version: u64,
     ) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(jmt_value::Entity::find()
-            .filter(jmt_value::Column::KeyHash.eq(key_hash.to_vec()))
+            .filter(jmt_value::Column::KeyPrefix.eq(hash_prefix(key_hash)))
             .filter(jmt_value::Column::Version.lte(i64_of(version)))
+            .filter(jmt_value::Column::KeyHash.eq(key_hash.to_vec()))
             .order_by_desc(jmt_value::Column::Version)
             .one(&self.db)
             .await?
@@ -534,16 +629,13 @@ impl Store {
 
     pub async fn pending_all(&self) -> Result<Vec<pending_tx::Model>, StorageError> {
         Ok(pending_tx::Entity::find()
-            .order_by_asc(pending_tx::Column::ReceivedMs)
+            .order_by_asc(pending_tx::Column::Seq)
             .all(&self.pending)
             .await?)
     }
 
     /// Durably record admitted transactions (one database transaction for the whole batch).
-    pub async fn pending_insert(
-        &self,
-        rows: &[(Vec<u8>, Vec<u8>, u64)],
-    ) -> Result<(), StorageError> {
+    pub async fn pending_insert(&self, rows: &[(i64, Vec<u8>, u64)]) -> Result<(), StorageError> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -551,15 +643,15 @@ impl Store {
         for chunk in rows.chunks(CHUNK_ROWS) {
             let mut stmt = Query::insert();
             stmt.into_table(pending_tx::Entity).columns([
-                pending_tx::Column::Id,
+                pending_tx::Column::Seq,
                 pending_tx::Column::Raw,
                 pending_tx::Column::ReceivedMs,
             ]);
-            for (id, raw, ms) in chunk {
-                stmt.values_panic([id.clone().into(), raw.clone().into(), i64_of(*ms).into()]);
+            for (seq, raw, ms) in chunk {
+                stmt.values_panic([(*seq).into(), raw.clone().into(), i64_of(*ms).into()]);
             }
             stmt.on_conflict(
-                OnConflict::column(pending_tx::Column::Id)
+                OnConflict::column(pending_tx::Column::Seq)
                     .do_nothing()
                     .to_owned(),
             );
@@ -569,11 +661,23 @@ impl Store {
         Ok(())
     }
 
-    pub async fn pending_delete(&self, ids: &[Vec<u8>]) -> Result<(), StorageError> {
-        for chunk in ids.chunks(CHUNK_ROWS) {
+    /// The highest admission sequence number in the pending pool.
+    pub async fn pending_max_seq(&self) -> Result<Option<i64>, StorageError> {
+        Ok(pending_tx::Entity::find()
+            .select_only()
+            .column(pending_tx::Column::Seq)
+            .order_by_desc(pending_tx::Column::Seq)
+            .limit(1)
+            .into_tuple::<i64>()
+            .one(&self.pending)
+            .await?)
+    }
+
+    pub async fn pending_delete(&self, seqs: &[i64]) -> Result<(), StorageError> {
+        for chunk in seqs.chunks(CHUNK_ROWS) {
             let stmt = Query::delete()
                 .from_table(pending_tx::Entity)
-                .and_where(Expr::col(pending_tx::Column::Id).is_in(chunk.iter().cloned()))
+                .and_where(Expr::col(pending_tx::Column::Seq).is_in(chunk.iter().copied()))
                 .to_owned();
             self.pending.execute(&stmt).await?;
         }
@@ -582,6 +686,7 @@ impl Store {
 
     /// Commit a block and everything it implies atomically.
     pub async fn commit_block(&self, w: &BlockWrite) -> Result<(), StorageError> {
+        let t0 = std::time::Instant::now();
         let txn = self.db.begin().await?;
         let stmt = Query::insert()
             .into_table(block::Entity)
@@ -609,6 +714,8 @@ impl Store {
         for chunk in w.txs.chunks(CHUNK_ROWS / 4) {
             let mut stmt = Query::insert();
             stmt.into_table(tx::Entity).columns([
+                tx::Column::Seq,
+                tx::Column::IdPrefix,
                 tx::Column::Id,
                 tx::Column::Height,
                 tx::Column::Idx,
@@ -623,6 +730,8 @@ impl Store {
             ]);
             for t in chunk {
                 stmt.values_panic([
+                    tx_seq(w.height, t.idx).into(),
+                    hash_prefix(&t.id).into(),
                     t.id.clone().into(),
                     i64_of(w.height).into(),
                     (t.idx as i32).into(),
@@ -639,6 +748,7 @@ impl Store {
             txn.execute(&stmt).await?;
         }
 
+        let t_txs = t0.elapsed();
         for chunk in w.events.chunks(CHUNK_ROWS / 4) {
             let mut stmt = Query::insert();
             stmt.into_table(event::Entity).columns([
@@ -664,37 +774,46 @@ impl Store {
             txn.execute(&stmt).await?;
         }
 
+        let t_events = t0.elapsed();
         for chunk in w.new_keys.chunks(CHUNK_ROWS / 2) {
             let mut stmt = Query::insert();
             stmt.into_table(state_key::Entity).columns([
-                state_key::Column::KeyHash,
                 state_key::Column::Contract,
                 state_key::Column::Key,
+                state_key::Column::KeyHash,
             ]);
             for (h, c, k) in chunk {
-                stmt.values_panic([h.clone().into(), c.clone().into(), k.clone().into()]);
+                stmt.values_panic([c.clone().into(), k.clone().into(), h.clone().into()]);
             }
             stmt.on_conflict(
-                OnConflict::column(state_key::Column::KeyHash)
+                OnConflict::columns([state_key::Column::Contract, state_key::Column::Key])
                     .do_nothing()
                     .to_owned(),
             );
             txn.execute(&stmt).await?;
         }
 
+        let t_keys = t0.elapsed();
         for chunk in w.values.chunks(CHUNK_ROWS / 2) {
             let mut stmt = Query::insert();
             stmt.into_table(jmt_value::Entity).columns([
+                jmt_value::Column::KeyPrefix,
                 jmt_value::Column::KeyHash,
                 jmt_value::Column::Version,
                 jmt_value::Column::Value,
             ]);
             for (h, v) in chunk {
-                stmt.values_panic([h.clone().into(), i64_of(w.height).into(), v.clone().into()]);
+                stmt.values_panic([
+                    hash_prefix(h).into(),
+                    h.clone().into(),
+                    i64_of(w.height).into(),
+                    v.clone().into(),
+                ]);
             }
             txn.execute(&stmt).await?;
         }
 
+        let t_values = t0.elapsed();
         for chunk in w.nodes.chunks(CHUNK_ROWS) {
             let mut stmt = Query::insert();
             stmt.into_table(jmt_node::Entity)
@@ -710,7 +829,19 @@ impl Store {
             );
             txn.execute(&stmt).await?;
         }
+        let t_nodes = t0.elapsed();
         txn.commit().await?;
+        tracing::debug!(
+            height = w.height,
+            txs_ms = t_txs.as_millis() as u64,
+            events_ms = (t_events - t_txs).as_millis() as u64,
+            keys_ms = (t_keys - t_events).as_millis() as u64,
+            values_ms = (t_values - t_keys).as_millis() as u64,
+            nodes_ms = (t_nodes - t_values).as_millis() as u64,
+            fsync_ms = (t0.elapsed() - t_nodes).as_millis() as u64,
+            nodes = w.nodes.len(),
+            "block rows written"
+        );
         Ok(())
     }
 }
