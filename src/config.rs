@@ -28,6 +28,24 @@ pub struct Config {
     pub min_block_interval_ms: u64,
     /// Empty block after this long without transactions (ms); 0 = never.
     pub empty_block_interval_ms: u64,
+    /// `solo` (one validator, the embedded default) or `bft` (Malachite, any number of
+    /// validators and observers).
+    pub consensus: ConsensusKind,
+    /// BFT: this node's peer-to-peer listen address (libp2p multiaddr).
+    pub p2p_listen: String,
+    /// BFT: the other nodes' peer-to-peer addresses.
+    pub p2p_peers: Vec<String>,
+    /// Base URLs of the other nodes' APIs, to which submitted transactions are relayed.
+    pub peer_apis: Vec<String>,
+    /// BFT: propose timeout (ms); prevote and precommit use a third of it.
+    pub timeout_propose_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsensusKind {
+    Solo,
+    Bft,
 }
 
 impl Default for Config {
@@ -42,6 +60,11 @@ impl Default for Config {
             mempool_max_txs: 200_000,
             min_block_interval_ms: 20,
             empty_block_interval_ms: 2_000,
+            consensus: ConsensusKind::Solo,
+            p2p_listen: "/ip4/127.0.0.1/tcp/27000".into(),
+            p2p_peers: Vec::new(),
+            peer_apis: Vec::new(),
+            timeout_propose_ms: 3_000,
         }
     }
 }

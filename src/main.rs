@@ -2,6 +2,7 @@
 
 mod bench;
 mod config;
+mod testnet;
 
 /// mimalloc: the node allocates and frees large, short-lived buffers per block (tree batches,
 /// rows); glibc's per-thread arenas kept far more of that resident.
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use chain_core::bft::{BftEngine, BftSettings};
 use chain_core::consensus::{ConsensusEngine, SoloConfig, SoloEngine};
 use chain_core::crypto::{SigningKey, Suite};
 use chain_core::genesis::{self, Genesis};
@@ -21,7 +23,7 @@ use chain_core::node::{Node, NodeConfig};
 use chain_core::proof::{ProofBundle, verify_bundle};
 use chain_core::storage::Store;
 use clap::{Args, Parser, Subcommand};
-use config::Config;
+use config::{Config, ConsensusKind};
 
 #[derive(Parser)]
 #[command(
@@ -63,6 +65,8 @@ enum Cmd {
     VerifyChain,
     /// Benchmark a single-validator node on SQLite; last line `committed_tx_per_s=N p99_commit_ms=M`.
     Bench(bench::BenchArgs),
+    /// Create and run a local multi-organisation BFT network (one node process per validator).
+    Testnet(testnet::TestnetArgs),
 }
 
 #[derive(Args)]
@@ -183,6 +187,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Bench(a) => bench::run(a).await,
+        Cmd::Testnet(a) => testnet::run(a).await,
     }
 }
 
@@ -291,15 +296,28 @@ async fn run_node(mut cfg: Config, a: NodeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let engine = SoloEngine::new(
-        key,
-        SoloConfig {
-            min_block_interval: Duration::from_millis(cfg.min_block_interval_ms),
-            empty_block_interval: (cfg.empty_block_interval_ms > 0)
-                .then(|| Duration::from_millis(cfg.empty_block_interval_ms)),
-        },
-    );
-    let engine_task = tokio::spawn(engine.run(node.clone(), stop_rx.clone()));
+    let engine_task = match cfg.consensus {
+        ConsensusKind::Solo => {
+            let engine = SoloEngine::new(
+                key,
+                SoloConfig {
+                    min_block_interval: Duration::from_millis(cfg.min_block_interval_ms),
+                    empty_block_interval: (cfg.empty_block_interval_ms > 0)
+                        .then(|| Duration::from_millis(cfg.empty_block_interval_ms)),
+                },
+            );
+            tokio::spawn(engine.run(node.clone(), stop_rx.clone()))
+        }
+        ConsensusKind::Bft => {
+            let engine = BftEngine::new(key, bft_settings(&cfg, &node)?);
+            tokio::spawn(engine.run(node.clone(), stop_rx.clone()))
+        }
+    };
+    tokio::spawn(chain_core::relay::run(
+        node.clone(),
+        cfg.peer_apis.clone(),
+        stop_rx.clone(),
+    ));
     let app =
         chain_core::api::router(node.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
     tracing::info!(
@@ -319,6 +337,31 @@ async fn run_node(mut cfg: Config, a: NodeArgs) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(10), engine_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), server_task).await;
     Ok(())
+}
+
+/// Settings of the BFT engine from the node config. The network identity is derived from the
+/// node's key, so it survives restarts without another key file.
+fn bft_settings(cfg: &Config, node: &Node) -> anyhow::Result<BftSettings> {
+    let ks = Keystore::open(cfg.keystore_dir())?;
+    let key = ks.load(&cfg.validator_key, &config::passphrase())?;
+    let secret = key.secret_bytes();
+    let seed = chain_core::crypto::HashAlg::Sha256
+        .digest_parts(&[b"trellis/p2p-identity/v1\0", secret.as_slice()])
+        .bytes;
+    let mut s = BftSettings::new(
+        cfg.data_dir.join("consensus"),
+        cfg.p2p_listen.clone(),
+        cfg.p2p_peers.clone(),
+        seed,
+    );
+    s.moniker = format!("{}-{}", node.info.chain_id, cfg.validator_key);
+    s.min_block_interval = Duration::from_millis(cfg.min_block_interval_ms.max(1));
+    if cfg.empty_block_interval_ms > 0 {
+        s.empty_block_interval = Duration::from_millis(cfg.empty_block_interval_ms);
+    }
+    s.timeout_propose = Duration::from_millis(cfg.timeout_propose_ms.max(100));
+    s.timeout_vote = s.timeout_propose / 3;
+    Ok(s)
 }
 
 async fn shutdown_signal() {

@@ -319,8 +319,11 @@ async fn submit_tx(
     responses((status = 200, description = "one result per transaction, in order", body = Object)))]
 async fn submit_batch(
     State(node): State<Arc<Node>>,
+    headers: axum::http::HeaderMap,
     ApiJson(req): ApiJson<BatchRequest>,
 ) -> ApiResult<Json<Value>> {
+    // Batches relayed by a peer node are admitted but not relayed again.
+    let relayed = headers.contains_key(crate::relay::RELAYED_HEADER);
     if req.txs.len() > 10_000 {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -335,7 +338,12 @@ async fn submit_batch(
                 Ok(r) => r,
                 Err(_) => return json!({"error": {"code": "malformed", "message": "not hex"}}),
             };
-            match node.submit(&raw, None).await {
+            let submitted = if relayed {
+                node.submit_relayed(&raw).await
+            } else {
+                node.submit(&raw, None).await
+            };
+            match submitted {
                 Ok(Submitted::Pending(id)) => json!({"tx_id": id.to_hex(), "status": "pending"}),
                 Ok(Submitted::Committed(o)) => {
                     json!({"tx_id": o.tx_id.to_hex(), "status": "committed"})

@@ -6,6 +6,7 @@
 //! bundles (`proof`) and the JSON API (`api`). It knows nothing about apps or web pages.
 
 pub mod api;
+pub mod bft;
 pub mod codec;
 pub mod consensus;
 pub mod contract;
@@ -19,6 +20,7 @@ pub mod metrics;
 pub mod node;
 pub mod notary;
 pub mod proof;
+pub mod relay;
 pub mod state;
 pub mod storage;
 pub mod system;

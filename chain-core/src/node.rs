@@ -32,6 +32,8 @@ pub struct NodeConfig {
     pub max_block_bytes: usize,
     /// How far in the future a transaction's expiry may be.
     pub max_expiry_ms: u64,
+    /// How far ahead of this node's clock another proposer's block time may be.
+    pub max_clock_drift_ms: u64,
     pub mempool: MempoolLimits,
     /// Most submissions verified and persisted together by the admission worker.
     pub admission_batch: usize,
@@ -44,6 +46,7 @@ impl Default for NodeConfig {
             max_block_txs: 20_000,
             max_block_bytes: 32 * 1024 * 1024,
             max_expiry_ms: 3600 * 1000,
+            max_clock_drift_ms: 10_000,
             mempool: MempoolLimits::default(),
             admission_batch: 2048,
         }
@@ -134,6 +137,8 @@ struct AdmitJob {
     committed_nonce: u64,
     /// The pending-pool row of a transaction restored after a restart (already durable).
     restored_seq: Option<i64>,
+    /// Relay to peer nodes once admitted (submissions from clients, not from peers).
+    relay: bool,
     reply: oneshot::Sender<Result<(), AdmitError>>,
 }
 
@@ -164,8 +169,11 @@ pub struct Node {
     /// by their (clustered) row number.
     pending_rows: Mutex<HashMap<Digest, i64>>,
     next_pending_seq: std::sync::atomic::AtomicI64,
+    /// Raw transactions admitted from clients, for relaying to peer nodes.
+    admitted: broadcast::Sender<Arc<Vec<Vec<u8>>>>,
     new_tx: tokio::sync::Notify,
-    prepared: Mutex<Option<(Digest, Prepared)>>,
+    /// Executed blocks not yet decided (own proposals and validated ones), by block hash.
+    prepared: Mutex<HashMap<Digest, Prepared>>,
     /// Serialises proposal and commit: one block at a time.
     block_lock: tokio::sync::Mutex<()>,
 }
@@ -321,8 +329,9 @@ impl Node {
             admit_tx,
             pending_rows: Mutex::new(HashMap::new()),
             next_pending_seq: std::sync::atomic::AtomicI64::new(next_pending_seq),
+            admitted: broadcast::channel(64).0,
             new_tx: tokio::sync::Notify::new(),
-            prepared: Mutex::new(None),
+            prepared: Mutex::new(HashMap::new()),
             block_lock: tokio::sync::Mutex::new(()),
         });
         node.metrics.height.set(node.tip().height as i64);
@@ -372,7 +381,10 @@ impl Node {
         let mut kept = 0usize;
         for row in rows {
             let outcome = match SignedTx::decode(&row.raw, self.hash_alg()) {
-                Ok(tx) => self.check_and_admit(tx, now_ms(), Some(row.seq)).await,
+                Ok(tx) => {
+                    self.check_and_admit(tx, now_ms(), Some(row.seq), false)
+                        .await
+                }
                 Err(e) => Err(AdmitError::new("malformed", e.to_string())),
             };
             match outcome {
@@ -398,7 +410,7 @@ impl Node {
         raw: &[u8],
         wait: Option<Duration>,
     ) -> Result<Submitted, AdmitError> {
-        let res = self.submit_inner(raw, wait).await;
+        let res = self.submit_inner(raw, wait, true).await;
         match &res {
             Ok(_) => {
                 self.metrics.txs_admitted.inc();
@@ -408,10 +420,25 @@ impl Node {
         res
     }
 
+    /// Admit a transaction relayed by a peer node (it is not relayed again).
+    pub async fn submit_relayed(self: &Arc<Self>, raw: &[u8]) -> Result<Submitted, AdmitError> {
+        let res = self.submit_inner(raw, None, false).await;
+        if let Err(e) = &res {
+            self.metrics.reject(e.code);
+        }
+        res
+    }
+
+    /// Transactions admitted from clients, in batches, for relaying to peers.
+    pub fn subscribe_admitted(&self) -> broadcast::Receiver<Arc<Vec<Vec<u8>>>> {
+        self.admitted.subscribe()
+    }
+
     async fn submit_inner(
         self: &Arc<Self>,
         raw: &[u8],
         wait: Option<Duration>,
+        relay: bool,
     ) -> Result<Submitted, AdmitError> {
         if raw.len() > self.cfg.max_tx_bytes {
             return Err(AdmitError::new(
@@ -431,7 +458,7 @@ impl Node {
             self.waiters.lock().entry(id).or_default().push(s);
             r
         });
-        if let Err(e) = self.check_and_admit(tx, now_ms(), None).await {
+        if let Err(e) = self.check_and_admit(tx, now_ms(), None, relay).await {
             // Only this caller's waiter goes: another caller may be waiting for the same id.
             if let Some(rx) = waiter {
                 drop(rx);
@@ -468,6 +495,7 @@ impl Node {
         tx: SignedTx,
         now: u64,
         restored_seq: Option<i64>,
+        relay: bool,
     ) -> Result<(), AdmitError> {
         let b = &tx.body;
         if b.chain_id != self.info.chain_id {
@@ -579,6 +607,7 @@ impl Node {
                 tx,
                 committed_nonce,
                 restored_seq,
+                relay,
                 reply,
             })
             .await
@@ -639,8 +668,141 @@ impl Node {
             header: prepared.header.clone(),
             txs: prepared.txs.clone(),
         };
-        *self.prepared.lock() = Some((prepared.header.hash(), prepared));
+        self.keep_prepared(prepared);
         Ok(out)
+    }
+
+    /// Keep an executed block for its commit (a few per height at most: one per round).
+    fn keep_prepared(&self, p: Prepared) {
+        let mut map = self.prepared.lock();
+        if map.len() >= 16 {
+            map.clear();
+        }
+        map.insert(p.header.hash(), p);
+    }
+
+    /// Validate a block proposed by another validator: it extends the head, its time is sane,
+    /// every transaction is signed, and executing it gives exactly its header.
+    pub async fn validate_proposal(
+        self: &Arc<Self>,
+        header: &BlockHeader,
+        txs: Vec<SignedTx>,
+    ) -> Result<(), NodeError> {
+        let _guard = self.block_lock.lock().await;
+        let head = self.head();
+        let invalid = |m: String| Err(NodeError::Invalid(m));
+        if header.chain_id != self.info.chain_id {
+            return invalid("block of another chain".into());
+        }
+        if header.height != head.height + 1 || header.prev_hash != head.hash {
+            return invalid(format!(
+                "block {} does not extend the head {}",
+                header.height, head.height
+            ));
+        }
+        if header.time_ms <= head.time_ms {
+            return invalid("block time does not advance".into());
+        }
+        if header.time_ms > now_ms() + self.cfg.max_clock_drift_ms {
+            return invalid("block time is too far in the future".into());
+        }
+        if txs.len() > self.cfg.max_block_txs {
+            return invalid("too many transactions".into());
+        }
+        let bytes: usize = txs.iter().map(|t| t.bytes().len()).sum();
+        if bytes > self.cfg.max_block_bytes {
+            return invalid("block too large".into());
+        }
+        let suite = self.info.suite.sig();
+        if txs
+            .iter()
+            .any(|t| t.body.sender.alg() != suite || t.signature.alg != suite)
+        {
+            return invalid("transaction of the wrong crypto suite".into());
+        }
+        let checked = {
+            let txs = txs.clone();
+            tokio::task::spawn_blocking(move || {
+                let msgs: Vec<Vec<u8>> = txs.iter().map(|t| t.signing_message()).collect();
+                let items: Vec<VerifyItem> = txs
+                    .iter()
+                    .zip(&msgs)
+                    .map(|(t, m)| VerifyItem {
+                        key: &t.body.sender,
+                        msg: m,
+                        sig: &t.signature,
+                    })
+                    .collect();
+                verify_batch(&items).iter().position(|r| r.is_err())
+            })
+            .await
+            .map_err(|e| NodeError::Internal(e.to_string()))?
+        };
+        if let Some(i) = checked {
+            return invalid(format!("transaction {i} has a bad signature"));
+        }
+        let block = BlockInfo {
+            chain_id: header.chain_id.clone(),
+            height: header.height,
+            time_ms: header.time_ms,
+            prev_hash: header.prev_hash,
+        };
+        let (p, _) = self
+            .execute(block, txs, Mode::Verify, header.proposer.clone())
+            .await?;
+        if &p.header != header {
+            return invalid("executing the block gives different roots".into());
+        }
+        self.keep_prepared(p);
+        Ok(())
+    }
+
+    /// The validator set that signs block `h`, when it is already determined (a stored block,
+    /// or the next one).
+    pub async fn validator_set_at(
+        self: &Arc<Self>,
+        h: u64,
+    ) -> Result<Option<ValidatorSet>, NodeError> {
+        let head = self.head().height;
+        if h == head + 1 {
+            return self.next_validator_set().await.map(Some);
+        }
+        if h == 0 || h > head {
+            return Ok(None);
+        }
+        self.flush().await;
+        match self.store.block_by_height(h).await? {
+            Some(b) => ValidatorSet::decode(&b.validator_set)
+                .map(Some)
+                .map_err(|e| NodeError::Internal(format!("stored validator set: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// A stored block with its transactions, commit certificate and signing validator set.
+    pub async fn decided_block(
+        self: &Arc<Self>,
+        h: u64,
+    ) -> Result<Option<(BlockHeader, Vec<SignedTx>, CommitCertificate, ValidatorSet)>, NodeError>
+    {
+        if h == 0 || h > self.tip().height {
+            return Ok(None);
+        }
+        let Some(b) = self.store.block_by_height(h).await? else {
+            return Ok(None);
+        };
+        let corrupt = |e: String| NodeError::Internal(format!("stored block {h}: {e}"));
+        let header = BlockHeader::decode(&b.header).map_err(|e| corrupt(e.to_string()))?;
+        let cert = CommitCertificate::decode(&b.commit).map_err(|e| corrupt(e.to_string()))?;
+        let set = ValidatorSet::decode(&b.validator_set).map_err(|e| corrupt(e.to_string()))?;
+        let txs = self
+            .store
+            .txs_in_block(h)
+            .await?
+            .iter()
+            .map(|t| SignedTx::decode(&t.raw, self.hash_alg()).map_err(|e| corrupt(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some((header, txs, cert, set)))
     }
 
     async fn execute(
@@ -738,10 +900,10 @@ impl Node {
         let hash = header.hash();
         let cached = {
             let mut p = self.prepared.lock();
-            match p.take() {
-                Some((h, prep)) if h == hash => Some(prep),
-                _ => None,
-            }
+            let found = p.remove(&hash);
+            // Other proposals for this height can no longer be decided.
+            p.retain(|_, other| other.header.height > header.height);
+            found
         };
         let prepared = match cached {
             Some(p) => p,
@@ -1237,6 +1399,16 @@ async fn admission_worker(node: std::sync::Weak<Node>, mut rx: mpsc::Receiver<Ad
         }
         match node.store.pending_insert(&rows).await {
             Ok(()) => {
+                if node.admitted.receiver_count() > 0 {
+                    let relayed: Vec<Vec<u8>> = accepted
+                        .iter()
+                        .filter(|j| j.relay)
+                        .map(|j| j.tx.bytes().to_vec())
+                        .collect();
+                    if !relayed.is_empty() {
+                        let _ = node.admitted.send(Arc::new(relayed));
+                    }
+                }
                 for j in accepted {
                     let _ = j.reply.send(Ok(()));
                 }
