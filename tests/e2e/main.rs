@@ -2,6 +2,7 @@
 //! TRELLIS_TEST_DATABASE_URL), real HTTP. One test binary for the whole workspace.
 
 mod api;
+mod bft;
 mod cli;
 mod common;
 mod crash;

@@ -1,0 +1,527 @@
+//! A four-organisation BFT network of real `trellis node` processes (Malachite over loopback):
+//! transactions submitted to any node commit everywhere; validators killed with SIGKILL at
+//! random moments under load come back and catch up; with one of four down the chain keeps
+//! committing, with two down it halts and resumes when one returns. Every run ends with the
+//! invariant check: one block hash per height on every node, every acknowledged transaction
+//! committed exactly once, heights monotonic, proofs verifying against the genesis validators.
+//!
+//! Kill cycles: 20 by default, TRELLIS_BFT_CYCLES to run more (or fewer).
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use chain_core::crypto::{SigningKey, Suite};
+use chain_core::genesis::Genesis;
+use chain_core::keystore::Keystore;
+use chain_core::node::now_ms;
+use chain_core::proof::{ProofBundle, verify_bundle};
+use chain_core::types::{Validator, ValidatorSet, build_tx};
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_trellis");
+const PASS: &str = "bft-test-passphrase";
+const NODES: usize = 4;
+
+fn free_ports(n: usize) -> Vec<u16> {
+    // Hold all listeners until every port is chosen, so the ports are distinct.
+    let ls: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    ls.iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect()
+}
+
+fn trellis() -> Command {
+    let mut c = Command::new(BIN);
+    c.env("TRELLIS_PASSPHRASE", PASS)
+        .env("TRELLIS_FAST_KDF", "1")
+        .env("RUST_LOG", "warn,chain_core=info")
+        .env_remove("DATABASE_URL");
+    c
+}
+
+struct Net {
+    dir: PathBuf,
+    api: Vec<u16>,
+    procs: Vec<Option<Child>>,
+    client: reqwest::Client,
+}
+
+impl Net {
+    fn url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.api[i])
+    }
+
+    fn node_dir(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("node{i}"))
+    }
+
+    fn start(&mut self, i: usize) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.node_dir(i).join("node.log"))
+            .expect("log file");
+        let child = trellis()
+            .arg("--data-dir")
+            .arg(self.node_dir(i))
+            .arg("node")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn node");
+        self.procs[i] = Some(child);
+    }
+
+    fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.procs[i].take() {
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+    }
+
+    async fn height(&self, i: usize) -> Option<u64> {
+        let r = self
+            .client
+            .get(format!("{}/api/v1/chain", self.url(i)))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
+        let v: Value = r.json().await.ok()?;
+        v["height"].as_u64()
+    }
+
+    async fn block_hash(&self, i: usize, h: u64) -> Option<String> {
+        let r = self
+            .client
+            .get(format!("{}/api/v1/blocks/{h}", self.url(i)))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?;
+        if !r.status().is_success() {
+            return None;
+        }
+        let v: Value = r.json().await.ok()?;
+        v["hash"].as_str().map(str::to_string)
+    }
+
+    /// Wait until node `i` answers with a height of at least `h`.
+    async fn wait_height(&self, i: usize, h: u64, within: Duration) -> u64 {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(x) = self.height(i).await
+                && x >= h
+            {
+                return x;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {i} did not reach height {h} within {within:?} (at {:?}); see {}",
+                self.height(i).await,
+                self.node_dir(i).join("node.log").display()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn max_height(&self, live: &[usize]) -> u64 {
+        let mut m = 0;
+        for &i in live {
+            m = m.max(self.height(i).await.unwrap_or(0));
+        }
+        m
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for i in 0..self.procs.len() {
+            self.kill9(i);
+        }
+    }
+}
+
+async fn next_nonce(client: &reqwest::Client, url: &str, key: &SigningKey) -> Option<u64> {
+    let v: Value = client
+        .get(format!("{url}/api/v1/accounts/{}", key.public_key()))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    Some(v["nonce"].as_u64().unwrap_or(0) + v["pending"].as_u64().unwrap_or(0))
+}
+
+/// Submits anchors signed by `key` to node `url`, pausing while that node is down; records
+/// the ids of acknowledged transactions.
+async fn load(
+    client: reqwest::Client,
+    url: String,
+    chain_id: String,
+    key: Arc<SigningKey>,
+    acked: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut nonce: Option<u64> = None;
+    let mut i = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let n = match nonce {
+            Some(n) => n,
+            None => match next_nonce(&client, &url, &key).await {
+                Some(n) => n,
+                None => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            },
+        };
+        i += 1;
+        let doc = format!("bft-{}-{n}-{i}", &key.public_key().to_text()[8..16]);
+        let hash = chain_core::crypto::HashAlg::Sha256
+            .digest(doc.as_bytes())
+            .to_hex();
+        let tx = build_tx(
+            Suite::Ed25519Sha256,
+            &chain_id,
+            &key,
+            n,
+            now_ms() + 600_000,
+            "notary",
+            "anchor",
+            serde_json::to_vec(&json!({"key": doc, "hash": hash})).expect("json"),
+        );
+        let resp = client
+            .post(format!("{url}/api/v1/txs"))
+            .json(&json!({"tx": hex::encode(tx.bytes())}))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        match resp {
+            Ok(r) if r.status().is_success() => {
+                acked.lock().push(tx.id().to_hex());
+                nonce = Some(n + 1);
+            }
+            Ok(r) if r.status().as_u16() == 503 => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Ok(r) => {
+                let body = r.text().await.unwrap_or_default();
+                // A node restarted after a crash may know a different pending nonce: re-read it.
+                assert!(
+                    body.contains("nonce") || body.contains("duplicate"),
+                    "unexpected rejection: {body}"
+                );
+                nonce = None;
+            }
+            Err(_) => {
+                nonce = None;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn genesis_set(dir: &Path) -> ValidatorSet {
+    let g: Genesis = serde_json::from_slice(
+        &std::fs::read(dir.join("node0").join("genesis.json")).expect("genesis"),
+    )
+    .expect("genesis json");
+    ValidatorSet::new(
+        g.validators
+            .iter()
+            .map(|v| Validator {
+                public_key: v.public_key.clone(),
+                power: v.power,
+            })
+            .collect(),
+    )
+    .expect("validator set")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_validators_survive_crashes_and_halt_safely_without_quorum() {
+    let cycles: usize = std::env::var("TRELLIS_BFT_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("net");
+    let ports = free_ports(2 * NODES);
+    let api: Vec<u16> = ports[..NODES].to_vec();
+    let p2p: Vec<u16> = ports[NODES..].to_vec();
+    // The testnet command lays out consecutive ports; rewrite each node's config with the free
+    // ports chosen here.
+    let out = trellis()
+        .args(["testnet", "--init-only", "--nodes", "4", "--dir"])
+        .arg(&dir)
+        .output()
+        .expect("testnet init");
+    assert!(
+        out.status.success(),
+        "testnet init failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for i in 0..NODES {
+        let path = dir.join(format!("node{i}")).join("trellis.toml");
+        let mut cfg: toml::Table =
+            toml::from_str(&std::fs::read_to_string(&path).expect("cfg")).expect("toml");
+        let others = |ports: &[u16], fmt: &dyn Fn(u16) -> String| -> toml::Value {
+            toml::Value::Array(
+                (0..NODES)
+                    .filter(|j| *j != i)
+                    .map(|j| toml::Value::String(fmt(ports[j])))
+                    .collect(),
+            )
+        };
+        cfg.insert("listen".into(), format!("127.0.0.1:{}", api[i]).into());
+        cfg.insert(
+            "p2p_listen".into(),
+            format!("/ip4/127.0.0.1/tcp/{}", p2p[i]).into(),
+        );
+        cfg.insert(
+            "p2p_peers".into(),
+            others(&p2p, &|p| format!("/ip4/127.0.0.1/tcp/{p}")),
+        );
+        cfg.insert(
+            "peer_apis".into(),
+            others(&api, &|p| format!("http://127.0.0.1:{p}")),
+        );
+        // Short timeouts keep rounds with a dead proposer brief.
+        cfg.insert("timeout_propose_ms".into(), toml::Value::Integer(1500));
+        cfg.insert("empty_block_interval_ms".into(), toml::Value::Integer(500));
+        std::fs::write(&path, toml::to_string(&cfg).expect("toml")).expect("write cfg");
+    }
+    let mut net = Net {
+        dir: dir.clone(),
+        api,
+        procs: (0..NODES).map(|_| None).collect(),
+        client: reqwest::Client::new(),
+    };
+    for i in 0..NODES {
+        net.start(i);
+    }
+    for i in 0..NODES {
+        net.wait_height(i, 2, Duration::from_secs(90)).await;
+    }
+    let chain_id = "trellis-testnet".to_string();
+
+    // A transaction submitted to node 2 commits and is visible, in the same block, everywhere.
+    let ks2 = Keystore::open(dir.join("node2").join("keystore")).expect("keystore");
+    let k2 = ks2.load("freshmart-admin", PASS).expect("key");
+    let tx = build_tx(
+        Suite::Ed25519Sha256,
+        &chain_id,
+        &k2,
+        0,
+        now_ms() + 60_000,
+        "notary",
+        "anchor",
+        serde_json::to_vec(&json!({"key": "first", "hash": "00".repeat(32)})).expect("json"),
+    );
+    let r: Value = net
+        .client
+        .post(format!("{}/api/v1/txs", net.url(2)))
+        .json(&json!({"tx": hex::encode(tx.bytes()), "wait": "commit"}))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .expect("submit")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(r["status"], "committed", "{r}");
+    let first_height = r["height"].as_u64().expect("height");
+    for i in 0..NODES {
+        net.wait_height(i, first_height, Duration::from_secs(30))
+            .await;
+    }
+    let b: Value = net
+        .client
+        .get(format!("{}/api/v1/blocks/{first_height}", net.url(0)))
+        .send()
+        .await
+        .expect("block")
+        .json()
+        .await
+        .expect("json");
+    let signers = b["commit"]["signatures"]
+        .as_array()
+        .map(|a| a.len())
+        .unwrap_or(0);
+    assert!(
+        signers >= 3,
+        "a 4-validator commit needs ≥ 3 precommits: {b}"
+    );
+    // The proof bundle from another node verifies against the genesis validator set.
+    let proof: ProofBundle = net
+        .client
+        .get(format!(
+            "{}/api/v1/txs/{}/proof",
+            net.url(3),
+            tx.id().to_hex()
+        ))
+        .send()
+        .await
+        .expect("proof")
+        .json()
+        .await
+        .expect("bundle");
+    verify_bundle(&proof, &genesis_set(&dir)).expect("proof verifies against genesis");
+
+    // Load: one key per node.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let labels = [
+        "acme-admin",
+        "swiftcold-admin",
+        "freshmart-admin",
+        "samr-admin",
+    ];
+    let mut loaders = Vec::new();
+    for (i, label) in labels.iter().enumerate() {
+        let ks = Keystore::open(dir.join(format!("node{i}")).join("keystore")).expect("ks");
+        let key = Arc::new(ks.load(label, PASS).expect("key"));
+        loaders.push(tokio::spawn(load(
+            net.client.clone(),
+            net.url(i),
+            chain_id.clone(),
+            key,
+            acked.clone(),
+            stop.clone(),
+        )));
+    }
+
+    // Heights seen per node never go down.
+    let mut last_seen: HashMap<usize, u64> = HashMap::new();
+    let mut rng_state = now_ms() | 1;
+    let mut rand = move |n: u64| {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        rng_state % n
+    };
+    for cycle in 0..cycles {
+        let victim = rand(NODES as u64) as usize;
+        tokio::time::sleep(Duration::from_millis(200 + rand(1500))).await;
+        net.kill9(victim);
+        let live: Vec<usize> = (0..NODES).filter(|i| *i != victim).collect();
+        // One of four down: the others keep committing.
+        let before = net.max_height(&live).await;
+        for &i in &live {
+            net.wait_height(i, before + 2, Duration::from_secs(60))
+                .await;
+        }
+        net.start(victim);
+        let target = net.max_height(&live).await;
+        net.wait_height(victim, target, Duration::from_secs(90))
+            .await;
+        for i in 0..NODES {
+            if let Some(h) = net.height(i).await {
+                let prev = last_seen.insert(i, h).unwrap_or(0);
+                assert!(h >= prev, "node {i} went back from height {prev} to {h}");
+            }
+        }
+        eprintln!("bft cycle {cycle}: killed node {victim}; all nodes at ≥ {target}");
+    }
+
+    // Two of four down: no quorum, no blocks. One back: the chain resumes.
+    net.kill9(2);
+    net.kill9(3);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stalled = net.max_height(&[0, 1]).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        net.max_height(&[0, 1]).await,
+        stalled,
+        "two validators of four must not commit blocks"
+    );
+    net.start(2);
+    for i in [0, 1, 2] {
+        net.wait_height(i, stalled + 2, Duration::from_secs(90))
+            .await;
+    }
+    net.start(3);
+
+    stop.store(true, Ordering::Relaxed);
+    for l in loaders {
+        let _ = l.await;
+    }
+    // Let every acknowledged transaction commit, then compare the nodes block by block.
+    let acked: Vec<String> = acked.lock().clone();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut committed_at: HashMap<String, u64> = HashMap::new();
+    for id in &acked {
+        loop {
+            let v: Option<Value> = match net
+                .client
+                .get(format!("{}/api/v1/txs/{id}", net.url(0)))
+                .send()
+                .await
+            {
+                Ok(r) => r.json().await.ok(),
+                Err(_) => None,
+            };
+            if let Some(v) = v
+                && v["status"] == "committed"
+            {
+                committed_at.insert(id.clone(), v["height"].as_u64().unwrap_or(0));
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "acknowledged transaction {id} was never committed"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let top = net.max_height(&[0]).await;
+    for i in 0..NODES {
+        net.wait_height(i, top, Duration::from_secs(90)).await;
+    }
+    let mut seen_txs: HashSet<String> = HashSet::new();
+    for h in 1..=top {
+        let reference = net.block_hash(0, h).await.expect("block on node 0");
+        for i in 1..NODES {
+            assert_eq!(
+                net.block_hash(i, h).await.as_deref(),
+                Some(reference.as_str()),
+                "fork: node {i} differs from node 0 at height {h}"
+            );
+        }
+        let b: Value = net
+            .client
+            .get(format!("{}/api/v1/blocks/{h}", net.url(0)))
+            .send()
+            .await
+            .expect("block")
+            .json()
+            .await
+            .expect("json");
+        if let Some(txs) = b["txs"].as_array() {
+            for t in txs {
+                if let Some(id) = t["id"].as_str() {
+                    assert!(seen_txs.insert(id.to_string()), "tx {id} applied twice");
+                }
+            }
+        }
+    }
+    for (id, h) in &committed_at {
+        assert!(*h <= top && *h >= 1, "tx {id} at impossible height {h}");
+    }
+    eprintln!(
+        "bft: {} acknowledged transactions committed, {} blocks identical on {NODES} nodes",
+        acked.len(),
+        top
+    );
+}
