@@ -18,6 +18,10 @@ pub struct TestnetArgs {
     /// Number of validator nodes (one per organisation).
     #[arg(long, default_value_t = 4)]
     nodes: usize,
+    /// Observer nodes (a regulator's or auditor's read-only node): they follow and verify the
+    /// chain and serve the API, but never vote.
+    #[arg(long, default_value_t = 0)]
+    observers: usize,
     /// Directory holding one sub-directory per node (created on first run, reused after).
     #[arg(long, default_value = "testnet")]
     dir: PathBuf,
@@ -61,9 +65,9 @@ pub fn init(a: &TestnetArgs) -> anyhow::Result<()> {
     }
     if node_dir(&a.dir, 0).join("genesis.json").exists() {
         let existing = (0..).take_while(|i| node_dir(&a.dir, *i).exists()).count();
-        if existing != a.nodes {
+        if existing != a.nodes + a.observers {
             bail!(
-                "{} holds a {existing}-node testnet; remove it or pass --nodes {existing}",
+                "{} holds a {existing}-node testnet; remove it or pass matching --nodes and --observers",
                 a.dir.display()
             );
         }
@@ -105,7 +109,14 @@ pub fn init(a: &TestnetArgs) -> anyhow::Result<()> {
         .collect();
     g.validate()?;
     let pass = config::passphrase();
-    for (i, vkey) in validators.iter().enumerate() {
+    let total = a.nodes + a.observers;
+    // Observers carry a key of their own that is not in the validator set.
+    let node_keys: Vec<&SigningKey> = validators.iter().collect();
+    let observer_keys: Vec<SigningKey> = (0..a.observers)
+        .map(|_| SigningKey::generate(alg))
+        .collect();
+    let all_keys: Vec<&SigningKey> = node_keys.into_iter().chain(observer_keys.iter()).collect();
+    for (i, vkey) in all_keys.into_iter().enumerate() {
         let dir = node_dir(&a.dir, i);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let cfg = Config {
@@ -113,7 +124,7 @@ pub fn init(a: &TestnetArgs) -> anyhow::Result<()> {
             listen: format!("127.0.0.1:{}", u32::from(a.api_port) + i as u32),
             consensus: ConsensusKind::Bft,
             p2p_listen: p2p_addr(a.p2p_port, i),
-            p2p_peers: (0..a.nodes)
+            p2p_peers: (0..total)
                 .filter(|j| *j != i)
                 .map(|j| p2p_addr(a.p2p_port, j))
                 .collect(),
@@ -136,9 +147,10 @@ pub fn init(a: &TestnetArgs) -> anyhow::Result<()> {
         std::fs::write(dir.join("trellis.toml"), toml::to_string_pretty(&cfg)?)?;
     }
     eprintln!(
-        "created a {}-validator testnet `{}` in {}",
+        "created a {}-validator testnet `{}` with {} observers in {}",
         a.nodes,
         a.chain_id,
+        a.observers,
         a.dir.display()
     );
     Ok(())
@@ -155,8 +167,8 @@ pub async fn run(a: TestnetArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let exe = std::env::current_exe().context("locating the trellis binary")?;
-    let mut children = Vec::with_capacity(a.nodes);
-    for i in 0..a.nodes {
+    let mut children = Vec::with_capacity(a.nodes + a.observers);
+    for i in 0..a.nodes + a.observers {
         let dir = node_dir(&a.dir, i);
         let log = std::fs::File::create(dir.join("node.log"))?;
         let child = tokio::process::Command::new(&exe)

@@ -50,6 +50,8 @@ struct Net {
     dir: PathBuf,
     api: Vec<u16>,
     procs: Vec<Option<Child>>,
+    /// Extra environment per node (e.g. a Byzantine test mode).
+    env: HashMap<usize, (String, String)>,
     client: reqwest::Client,
 }
 
@@ -68,7 +70,11 @@ impl Net {
             .append(true)
             .open(self.node_dir(i).join("node.log"))
             .expect("log file");
-        let child = trellis()
+        let mut cmd = trellis();
+        if let Some((k, v)) = self.env.get(&i) {
+            cmd.env(k, v);
+        }
+        let child = cmd
             .arg("--data-dir")
             .arg(self.node_dir(i))
             .arg("node")
@@ -232,6 +238,14 @@ async fn load(
     }
 }
 
+fn observer_public_key(dir: &Path, i: usize) -> String {
+    let ks = Keystore::open(dir.join(format!("node{i}")).join("keystore")).expect("keystore");
+    ks.load("validator", PASS)
+        .expect("observer key")
+        .public_key()
+        .to_text()
+}
+
 fn genesis_set(dir: &Path) -> ValidatorSet {
     let g: Genesis = serde_json::from_slice(
         &std::fs::read(dir.join("node0").join("genesis.json")).expect("genesis"),
@@ -249,21 +263,19 @@ fn genesis_set(dir: &Path) -> ValidatorSet {
     .expect("validator set")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn four_validators_survive_crashes_and_halt_safely_without_quorum() {
-    let cycles: usize = std::env::var("TRELLIS_BFT_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path().join("net");
-    let ports = free_ports(2 * NODES);
-    let api: Vec<u16> = ports[..NODES].to_vec();
-    let p2p: Vec<u16> = ports[NODES..].to_vec();
-    // The testnet command lays out consecutive ports; rewrite each node's config with the free
-    // ports chosen here.
+/// Lay out a testnet of `validators` + `observers` nodes on free loopback ports (not started).
+fn create_net(tmp: &Path, validators: usize, observers: usize) -> Net {
+    let dir = tmp.join("net");
+    let total = validators + observers;
+    let ports = free_ports(2 * total);
+    let api: Vec<u16> = ports[..total].to_vec();
+    let p2p: Vec<u16> = ports[total..].to_vec();
     let out = trellis()
-        .args(["testnet", "--init-only", "--nodes", "4", "--dir"])
+        .args(["testnet", "--init-only", "--nodes"])
+        .arg(validators.to_string())
+        .arg("--observers")
+        .arg(observers.to_string())
+        .arg("--dir")
         .arg(&dir)
         .output()
         .expect("testnet init");
@@ -272,13 +284,14 @@ async fn four_validators_survive_crashes_and_halt_safely_without_quorum() {
         "testnet init failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for i in 0..NODES {
+    // The testnet command lays out consecutive ports; use the free ones chosen here instead.
+    for i in 0..total {
         let path = dir.join(format!("node{i}")).join("trellis.toml");
         let mut cfg: toml::Table =
             toml::from_str(&std::fs::read_to_string(&path).expect("cfg")).expect("toml");
-        let others = |ports: &[u16], fmt: &dyn Fn(u16) -> String| -> toml::Value {
+        let others = |ports: &[u16], upto: usize, fmt: &dyn Fn(u16) -> String| -> toml::Value {
             toml::Value::Array(
-                (0..NODES)
+                (0..upto)
                     .filter(|j| *j != i)
                     .map(|j| toml::Value::String(fmt(ports[j])))
                     .collect(),
@@ -291,23 +304,51 @@ async fn four_validators_survive_crashes_and_halt_safely_without_quorum() {
         );
         cfg.insert(
             "p2p_peers".into(),
-            others(&p2p, &|p| format!("/ip4/127.0.0.1/tcp/{p}")),
+            others(&p2p, total, &|p| format!("/ip4/127.0.0.1/tcp/{p}")),
         );
         cfg.insert(
             "peer_apis".into(),
-            others(&api, &|p| format!("http://127.0.0.1:{p}")),
+            others(&api, validators, &|p| format!("http://127.0.0.1:{p}")),
         );
-        // Short timeouts keep rounds with a dead proposer brief.
+        // Short timeouts keep rounds with a dead or faulty proposer brief.
         cfg.insert("timeout_propose_ms".into(), toml::Value::Integer(1500));
         cfg.insert("empty_block_interval_ms".into(), toml::Value::Integer(500));
         std::fs::write(&path, toml::to_string(&cfg).expect("toml")).expect("write cfg");
     }
-    let mut net = Net {
-        dir: dir.clone(),
+    Net {
+        dir,
         api,
-        procs: (0..NODES).map(|_| None).collect(),
+        procs: (0..total).map(|_| None).collect(),
+        env: HashMap::new(),
         client: reqwest::Client::new(),
-    };
+    }
+}
+
+/// Every node in `nodes` has the same block hash as node 0 at every height up to `top`.
+async fn assert_no_fork(net: &Net, nodes: &[usize], top: u64) {
+    for h in 1..=top {
+        let reference = net.block_hash(0, h).await.expect("block on node 0");
+        for &i in nodes {
+            assert_eq!(
+                net.block_hash(i, h).await.as_deref(),
+                Some(reference.as_str()),
+                "fork: node {i} differs from node 0 at height {h}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_validators_survive_crashes_and_halt_safely_without_quorum() {
+    let cycles: usize = std::env::var("TRELLIS_BFT_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // Four validators and one observer (a regulator's node), which joins late.
+    let mut net = create_net(tmp.path(), NODES, 1);
+    let observer = NODES;
+    let dir = net.dir.clone();
     for i in 0..NODES {
         net.start(i);
     }
@@ -435,6 +476,12 @@ async fn four_validators_survive_crashes_and_halt_safely_without_quorum() {
         eprintln!("bft cycle {cycle}: killed node {victim}; all nodes at ≥ {target}");
     }
 
+    // A new node joining late catches up from its peers and verifies every block.
+    net.start(observer);
+    let target = net.max_height(&[0, 1, 2, 3]).await;
+    net.wait_height(observer, target, Duration::from_secs(120))
+        .await;
+
     // Two of four down: no quorum, no blocks. One back: the chain resumes.
     net.kill9(2);
     net.kill9(3);
@@ -489,16 +536,11 @@ async fn four_validators_survive_crashes_and_halt_safely_without_quorum() {
     for i in 0..NODES {
         net.wait_height(i, top, Duration::from_secs(90)).await;
     }
+    net.wait_height(observer, top, Duration::from_secs(90))
+        .await;
+    assert_no_fork(&net, &[1, 2, 3, observer], top).await;
     let mut seen_txs: HashSet<String> = HashSet::new();
     for h in 1..=top {
-        let reference = net.block_hash(0, h).await.expect("block on node 0");
-        for i in 1..NODES {
-            assert_eq!(
-                net.block_hash(i, h).await.as_deref(),
-                Some(reference.as_str()),
-                "fork: node {i} differs from node 0 at height {h}"
-            );
-        }
         let b: Value = net
             .client
             .get(format!("{}/api/v1/blocks/{h}", net.url(0)))
@@ -515,6 +557,16 @@ async fn four_validators_survive_crashes_and_halt_safely_without_quorum() {
                 }
             }
         }
+        // The observer never votes: its key signs no certificate.
+        let observer_key = observer_public_key(&dir, observer);
+        let signers: Vec<&str> = b["commit"]["signatures"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|s| s["validator"].as_str()).collect())
+            .unwrap_or_default();
+        assert!(
+            !signers.contains(&observer_key.as_str()),
+            "observer signed block {h}"
+        );
     }
     for (id, h) in &committed_at {
         assert!(*h <= top && *h >= 1, "tx {id} at impossible height {h}");
@@ -523,5 +575,62 @@ async fn four_validators_survive_crashes_and_halt_safely_without_quorum() {
         "bft: {} acknowledged transactions committed, {} blocks identical on {NODES} nodes",
         acked.len(),
         top
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byzantine_proposer_is_refused_and_recorded_as_evidence() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut net = create_net(tmp.path(), NODES, 0);
+    // Node 3 runs as a faulty proposer: every block it proposes has a wrong state root.
+    net.env.insert(
+        3,
+        ("TRELLIS_TEST_BYZANTINE".into(), "invalid-proposal".into()),
+    );
+    for i in 0..NODES {
+        net.start(i);
+    }
+    // Enough heights that node 3 was the proposer of several rounds.
+    for i in 0..NODES {
+        net.wait_height(i, 12, Duration::from_secs(120)).await;
+    }
+    let top = net.max_height(&[0]).await;
+    for i in 1..NODES {
+        net.wait_height(i, top, Duration::from_secs(60)).await;
+    }
+    assert_no_fork(&net, &[1, 2, 3], top).await;
+    let byzantine = observer_public_key(&net.dir, 3);
+    // No committed block was proposed by the faulty validator.
+    for h in 1..=top {
+        let b: Value = net
+            .client
+            .get(format!("{}/api/v1/blocks/{h}", net.url(0)))
+            .send()
+            .await
+            .expect("block")
+            .json()
+            .await
+            .expect("json");
+        assert_ne!(
+            b["proposer"].as_str(),
+            Some(byzantine.as_str()),
+            "block {h} proposed by the Byzantine validator was committed: {b}"
+        );
+    }
+    // Honest nodes recorded its invalid proposals as evidence.
+    let mut recorded = 0;
+    for i in 0..3 {
+        let path = net.node_dir(i).join("consensus").join("evidence.jsonl");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for line in text.lines() {
+            let v: Value = serde_json::from_str(line).expect("evidence json");
+            assert_eq!(v["kind"], "invalid_proposal");
+            assert_eq!(v["validator"].as_str(), Some(byzantine.as_str()), "{v}");
+            recorded += 1;
+        }
+    }
+    assert!(
+        recorded > 0,
+        "no evidence recorded against the Byzantine proposer"
     );
 }

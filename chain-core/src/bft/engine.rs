@@ -627,6 +627,12 @@ impl App {
             );
             return None;
         }
+        let mut proposed = proposed;
+        if byzantine_test_mode() {
+            // Test builds only: propose a block whose state root is wrong, as a faulty or
+            // malicious validator would, to check that the others refuse it.
+            proposed.header.state_root.bytes[0] ^= 0xff;
+        }
         let id = BlockId(proposed.header.hash());
         self.persist_undecided(h, r, true, &proposed.header, &proposed.txs);
         self.own.insert((h, r), id);
@@ -959,6 +965,13 @@ impl App {
             validity,
         })
     }
+}
+
+/// Debug builds started with TRELLIS_TEST_BYZANTINE=invalid-proposal act as a Byzantine
+/// proposer (for the fault tests). Release builds never do.
+fn byzantine_test_mode() -> bool {
+    cfg!(debug_assertions)
+        && std::env::var("TRELLIS_TEST_BYZANTINE").is_ok_and(|v| v == "invalid-proposal")
 }
 
 /// Misbehaviour seen by this node (invalid proposals signed by their proposer), appended to
