@@ -30,9 +30,10 @@ pub struct BenchArgs {
     /// Seconds of the saturation phase (default 60; quick 15).
     #[arg(long)]
     duration: Option<u64>,
-    /// Offered load of the latency phase, transactions per second.
-    #[arg(long, default_value_t = 5_000)]
-    rate: u64,
+    /// Offered load of the latency phase, transactions per second (default 5,000; 2,000 with
+    /// --validators).
+    #[arg(long)]
+    rate: Option<u64>,
     /// Seconds of the latency phase (default 20; quick 10).
     #[arg(long)]
     latency_duration: Option<u64>,
@@ -48,6 +49,10 @@ pub struct BenchArgs {
     database_url: Option<String>,
     #[arg(long, default_value = "ed25519-sha256")]
     suite: Suite,
+    /// Run this many BFT validators as separate processes (default: one in-process validator
+    /// with the solo engine). The offered load of the latency phase defaults to 2,000 tx/s.
+    #[arg(long)]
+    validators: Option<usize>,
 }
 
 struct Generator {
@@ -107,7 +112,7 @@ fn rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -116,6 +121,19 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
+    if let Some(n) = a.validators {
+        return crate::bench_bft::run(
+            n,
+            a.quick,
+            a.duration,
+            a.latency_duration,
+            a.rate.unwrap_or(2_000),
+            a.accounts,
+            a.suite,
+        )
+        .await;
+    }
+    let rate = a.rate.unwrap_or(5_000);
     let saturate_s = a.duration.unwrap_or(if a.quick { 15 } else { 60 });
     let latency_s = a.latency_duration.unwrap_or(if a.quick { 10 } else { 20 });
     let total_target = a.total_txs.unwrap_or(if a.quick { 0 } else { 1_000_000 });
@@ -317,11 +335,11 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     );
 
     // ---- phase 2: latency at a fixed offered rate
-    eprintln!("bench: latency phase, {} tx/s for {latency_s} s", a.rate);
+    eprintln!("bench: latency phase, {} tx/s for {latency_s} s", rate);
     let latencies = Arc::new(parking_lot::Mutex::new(Vec::<f64>::new()));
     let failures = Arc::new(AtomicU64::new(0));
     let tick = Duration::from_millis(10);
-    let per_tick = (a.rate as f64 * tick.as_secs_f64()).max(1.0);
+    let per_tick = (rate as f64 * tick.as_secs_f64()).max(1.0);
     let start = Instant::now();
     let mut sent = 0u64;
     let mut waiters = Vec::new();

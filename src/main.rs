@@ -1,6 +1,7 @@
 //! `trellis`: the single binary that composes the chain node, its API and (later) the apps.
 
 mod bench;
+mod bench_bft;
 mod config;
 mod testnet;
 

@@ -371,6 +371,16 @@ async fn get_tx(
     if let Some(row) = node.store.tx(&id.bytes).await? {
         return Ok(Json(committed_tx_json(&node, &row)?));
     }
+    // A decided block leaves the pool before its rows are stored: if one is in flight, look
+    // again once it is persisted.
+    let head = node.head().height;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while node.tip().height < head && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if let Some(row) = node.store.tx(&id.bytes).await? {
+        return Ok(Json(committed_tx_json(&node, &row)?));
+    }
     Err(ApiError::not_found("no such transaction"))
 }
 

@@ -592,3 +592,197 @@ fn part_sign_bytes(chain_id: &str, part: &ProposalPart) -> Vec<u8> {
     w.bytes(&body);
     w.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::Suite;
+    use malachitebft_app_channel::app::types::SignedConsensusMsg;
+    use malachitebft_app_channel::app::types::codec::Codec;
+    use malachitebft_app_channel::app::types::core::{SignedMessage, SigningProvider};
+    use malachitebft_app_channel::app::types::streaming::{StreamId, StreamMessage};
+    use proptest::prelude::*;
+
+    fn signer(chain: &str, seed: &str) -> Signer {
+        Signer {
+            key: Arc::new(SigningKey::from_label(Suite::Ed25519Sha256.sig(), seed)),
+            chain_id: chain.into(),
+        }
+    }
+
+    fn block_id(b: u8) -> BlockId {
+        BlockId(Digest {
+            alg: HashAlg::Sha256,
+            bytes: [b; 32],
+        })
+    }
+
+    fn vote(ctx: &Ctx, typ: VoteType, h: u64, r: u32, v: NilOrVal<BlockId>, s: &Signer) -> Vote {
+        let addr = Address(s.key.public_key());
+        match typ {
+            VoteType::Prevote => mal::Context::new_prevote(ctx, Height(h), Round::new(r), v, addr),
+            VoteType::Precommit => {
+                mal::Context::new_precommit(ctx, Height(h), Round::new(r), v, addr)
+            }
+        }
+    }
+
+    #[test]
+    fn a_block_precommit_signs_exactly_the_commit_certificate_message() {
+        let ctx = Ctx::new("c1");
+        let s = signer("c1", "v1");
+        let v = vote(
+            &ctx,
+            VoteType::Precommit,
+            7,
+            2,
+            NilOrVal::Val(block_id(9)),
+            &s,
+        );
+        assert_eq!(
+            vote_sign_bytes("c1", &v),
+            CommitCertificate::precommit_message("c1", 7, 2, &block_id(9).0)
+        );
+    }
+
+    #[test]
+    fn wrong_chain_replayed_and_cross_type_votes_do_not_verify() {
+        let ctx = Ctx::new("c1");
+        let s = signer("c1", "v1");
+        let other_chain = signer("c2", "v1");
+        let pk = s.key.public_key();
+        let v = vote(
+            &ctx,
+            VoteType::Precommit,
+            7,
+            0,
+            NilOrVal::Val(block_id(1)),
+            &s,
+        );
+        let signed: SignedMessage<Ctx, Vote> = s.sign_vote(v.clone());
+        assert!(s.verify_signed_vote(&v, &signed.signature, &pk));
+        // Another chain's node does not accept it.
+        assert!(!other_chain.verify_signed_vote(&v, &signed.signature, &pk));
+        // Replayed at another height or round, or for another block: refused.
+        for other in [
+            vote(
+                &ctx,
+                VoteType::Precommit,
+                8,
+                0,
+                NilOrVal::Val(block_id(1)),
+                &s,
+            ),
+            vote(
+                &ctx,
+                VoteType::Precommit,
+                7,
+                1,
+                NilOrVal::Val(block_id(1)),
+                &s,
+            ),
+            vote(
+                &ctx,
+                VoteType::Precommit,
+                7,
+                0,
+                NilOrVal::Val(block_id(2)),
+                &s,
+            ),
+            vote(&ctx, VoteType::Precommit, 7, 0, NilOrVal::Nil, &s),
+            // A precommit signature is not a prevote signature.
+            vote(
+                &ctx,
+                VoteType::Prevote,
+                7,
+                0,
+                NilOrVal::Val(block_id(1)),
+                &s,
+            ),
+        ] {
+            assert!(
+                !s.verify_signed_vote(&other, &signed.signature, &pk),
+                "{other:?}"
+            );
+        }
+        // Someone else's key does not verify.
+        let stranger = signer("c1", "v2");
+        assert!(!s.verify_signed_vote(&v, &signed.signature, &stranger.key.public_key()));
+    }
+
+    #[test]
+    fn proposer_rotation_is_deterministic_and_follows_power() {
+        let keys: Vec<PublicKey> = (0..4)
+            .map(|i| {
+                SigningKey::from_label(Suite::Ed25519Sha256.sig(), &format!("p{i}")).public_key()
+            })
+            .collect();
+        let equal = types::ValidatorSet::new(
+            keys.iter()
+                .map(|k| types::Validator {
+                    public_key: k.clone(),
+                    power: 1,
+                })
+                .collect(),
+        )
+        .expect("set");
+        let set = ValidatorSet::from_chain(&equal);
+        let picks: Vec<usize> = (1..=8).map(|h| proposer_index(&set, h, 0)).collect();
+        assert_eq!(picks, vec![1, 2, 3, 0, 1, 2, 3, 0]);
+        // A failed round moves to another validator.
+        assert_ne!(proposer_index(&set, 5, 0), proposer_index(&set, 5, 1));
+        let weighted = types::ValidatorSet::new(
+            keys.iter()
+                .enumerate()
+                .map(|(i, k)| types::Validator {
+                    public_key: k.clone(),
+                    power: if i == 0 { 7 } else { 1 },
+                })
+                .collect(),
+        )
+        .expect("set");
+        let wset = ValidatorSet::from_chain(&weighted);
+        let heavy = wset.index_of(&Address(keys[0].clone())).expect("present");
+        let n = (0..10_000u64)
+            .filter(|h| proposer_index(&wset, *h, 0) == heavy)
+            .count();
+        // 7 of 10 power: about 70 % of heights.
+        assert!(
+            (6_000..8_000).contains(&n),
+            "heavy validator proposed {n} of 10000"
+        );
+    }
+
+    #[test]
+    fn consensus_messages_round_trip_through_the_codec() {
+        let ctx = Ctx::new("c1");
+        let s = signer("c1", "v1");
+        let v = vote(
+            &ctx,
+            VoteType::Prevote,
+            3,
+            1,
+            NilOrVal::Val(block_id(4)),
+            &s,
+        );
+        let msg = SignedConsensusMsg::Vote(s.sign_vote(v));
+        let bytes = Codec::<SignedConsensusMsg<Ctx>>::encode(&super::super::codec::MalCodec, &msg)
+            .expect("encode");
+        let back: SignedConsensusMsg<Ctx> =
+            Codec::decode(&super::super::codec::MalCodec, bytes).expect("decode");
+        assert_eq!(back, msg);
+    }
+
+    proptest! {
+        /// Malformed network input is an error, never a panic.
+        #[test]
+        fn random_bytes_never_panic_the_decoder(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let codec = super::super::codec::MalCodec;
+            let b = bytes::Bytes::from(data);
+            let _ = Codec::<SignedConsensusMsg<Ctx>>::decode(&codec, b.clone());
+            let _ = Codec::<StreamMessage<ProposalPart>>::decode(&codec, b.clone());
+            let _ = Codec::<ProposalPart>::decode(&codec, b);
+            let _ = StreamId::new(bytes::Bytes::new());
+        }
+    }
+}
