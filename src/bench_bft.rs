@@ -28,6 +28,9 @@ use serde_json::{Value, json};
 use crate::config::{Config, ConsensusKind};
 
 const PASS: &str = "bench-passphrase";
+/// Blocks small enough that every validator can re-execute one well within the timeouts while
+/// four nodes share two cores.
+const BFT_MAX_BLOCK_TXS: usize = 4_000;
 
 struct Procs(Vec<Child>);
 
@@ -143,6 +146,8 @@ pub async fn run(
     let latency_s = latency_duration.unwrap_or(if quick { 10 } else { 20 });
     let alg = suite.sig();
     let dir = tempfile::tempdir()?;
+    // TRELLIS_BENCH_KEEP=1 keeps the nodes' directories and logs for inspection.
+    let keep = std::env::var("TRELLIS_BENCH_KEEP").is_ok_and(|v| v == "1");
     let keys: Vec<SigningKey> = (0..accounts)
         .into_par_iter()
         .map(|i| SigningKey::from_label(alg, &format!("bft-bench-{i}")))
@@ -211,6 +216,8 @@ pub async fn run(
             p2p_peers: others(&|j| format!("/ip4/127.0.0.1/tcp/{}", p2p[j])),
             peer_apis: others(&|j| urls[j].clone()),
             empty_block_interval_ms: 1_000,
+            max_block_txs: BFT_MAX_BLOCK_TXS,
+            timeout_propose_ms: 5_000,
             ..Config::default()
         };
         std::fs::write(nd.join("trellis.toml"), toml::to_string(&cfg)?)?;
@@ -221,7 +228,14 @@ pub async fn run(
                 .arg(&nd)
                 .arg("node")
                 .env("TRELLIS_PASSPHRASE", PASS)
-                .env("RUST_LOG", "warn")
+                .env(
+                    "RUST_LOG",
+                    if keep {
+                        "info,chain_core=debug"
+                    } else {
+                        "warn"
+                    },
+                )
                 .env_remove("DATABASE_URL")
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -421,5 +435,8 @@ pub async fn run(
     );
     println!("committed_tx_per_s={tps:.0} p99_commit_ms={:.0}", p(0.99));
     drop(procs);
+    if keep {
+        eprintln!("bench: node directories kept in {}", dir.keep().display());
+    }
     Ok(())
 }

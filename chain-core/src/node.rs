@@ -721,19 +721,29 @@ impl Node {
             return invalid("transaction of the wrong crypto suite".into());
         }
         let checked = {
-            let txs = txs.clone();
+            // Transactions already in this node's pool passed the same signature check at
+            // admission (the id covers the signature), so only the others are verified.
+            let txs: Vec<(usize, SignedTx)> = txs
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| !self.mempool.contains(&t.id()))
+                .map(|(i, t)| (i, t.clone()))
+                .collect();
             tokio::task::spawn_blocking(move || {
-                let msgs: Vec<Vec<u8>> = txs.iter().map(|t| t.signing_message()).collect();
+                let msgs: Vec<Vec<u8>> = txs.iter().map(|(_, t)| t.signing_message()).collect();
                 let items: Vec<VerifyItem> = txs
                     .iter()
                     .zip(&msgs)
-                    .map(|(t, m)| VerifyItem {
+                    .map(|((_, t), m)| VerifyItem {
                         key: &t.body.sender,
                         msg: m,
                         sig: &t.signature,
                     })
                     .collect();
-                verify_batch(&items).iter().position(|r| r.is_err())
+                verify_batch(&items)
+                    .iter()
+                    .position(|r| r.is_err())
+                    .map(|k| txs[k].0)
             })
             .await
             .map_err(|e| NodeError::Internal(e.to_string()))?
