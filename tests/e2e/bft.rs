@@ -152,6 +152,23 @@ impl Drop for Net {
         for i in 0..self.procs.len() {
             self.kill9(i);
         }
+        // On failure, show what each node saw (the temporary directory goes away).
+        if std::thread::panicking() {
+            for i in 0..self.procs.len() {
+                let log =
+                    std::fs::read_to_string(self.node_dir(i).join("node.log")).unwrap_or_default();
+                let interesting: Vec<&str> = log
+                    .lines()
+                    .filter(|l| !l.contains("dialing") && !l.contains("publishing"))
+                    .collect();
+                let tail = &interesting[interesting.len().saturating_sub(30)..];
+                eprintln!(
+                    "---- node{i} log (last {} lines)\n{}",
+                    tail.len(),
+                    tail.join("\n")
+                );
+            }
+        }
     }
 }
 
@@ -633,4 +650,174 @@ async fn a_byzantine_proposer_is_refused_and_recorded_as_evidence() {
         recorded > 0,
         "no evidence recorded against the Byzantine proposer"
     );
+}
+
+/// Loopback proxies for every directed link between nodes, so a test can cut a node off the
+/// network (existing connections are dropped, new ones refused) and heal it again.
+struct Links {
+    isolated: Arc<Mutex<HashSet<usize>>>,
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+impl Links {
+    /// Start a proxy for each link i → j; returns the proxies' ports as `ports[i][j]`.
+    async fn start(nodes: usize, targets: &[u16]) -> (Self, Vec<Vec<u16>>) {
+        let isolated: Arc<Mutex<HashSet<usize>>> = Arc::new(Mutex::new(HashSet::new()));
+        let (generation, gen_rx) = tokio::sync::watch::channel(0u64);
+        let mut ports = vec![vec![0u16; nodes]; nodes];
+        for (i, row) in ports.iter_mut().enumerate() {
+            for (j, port) in row.iter_mut().enumerate() {
+                if i == j {
+                    continue;
+                }
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind proxy");
+                *port = l.local_addr().expect("addr").port();
+                let target = targets[j];
+                let isolated = isolated.clone();
+                let gen_rx = gen_rx.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let Ok((inbound, _)) = l.accept().await else {
+                            return;
+                        };
+                        let cut = move |s: &HashSet<usize>| s.contains(&i) || s.contains(&j);
+                        if cut(&isolated.lock()) {
+                            continue; // refused: dropped at once
+                        }
+                        let isolated = isolated.clone();
+                        let mut gen_rx = gen_rx.clone();
+                        tokio::spawn(async move {
+                            let Ok(outbound) =
+                                tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                            else {
+                                return;
+                            };
+                            let (mut ri, mut wi) = inbound.into_split();
+                            let (mut ro, mut wo) = outbound.into_split();
+                            let copy = async {
+                                tokio::select! {
+                                    _ = tokio::io::copy(&mut ri, &mut wo) => {}
+                                    _ = tokio::io::copy(&mut ro, &mut wi) => {}
+                                }
+                            };
+                            let watch_cut = async {
+                                loop {
+                                    if gen_rx.changed().await.is_err() {
+                                        return;
+                                    }
+                                    if cut(&isolated.lock()) {
+                                        return;
+                                    }
+                                }
+                            };
+                            tokio::select! {
+                                _ = copy => {}
+                                _ = watch_cut => {}
+                            }
+                        });
+                    }
+                });
+            }
+        }
+        (
+            Self {
+                isolated,
+                generation,
+            },
+            ports,
+        )
+    }
+
+    fn isolate(&self, nodes: &[usize]) {
+        self.isolated.lock().extend(nodes.iter().copied());
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    fn heal(&self) {
+        self.isolated.lock().clear();
+        self.generation.send_modify(|g| *g += 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_heal_and_the_chain_converges() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut net = create_net(tmp.path(), NODES, 0);
+    // Route every peer-to-peer link through a proxy the test controls.
+    let mut real = Vec::new();
+    for i in 0..NODES {
+        let path = net.node_dir(i).join("trellis.toml");
+        let cfg: toml::Table =
+            toml::from_str(&std::fs::read_to_string(&path).expect("cfg")).expect("toml");
+        let listen = cfg["p2p_listen"].as_str().expect("p2p_listen").to_string();
+        let port: u16 = listen
+            .rsplit('/')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port");
+        real.push(port);
+    }
+    let (links, proxy) = Links::start(NODES, &real).await;
+    for i in 0..NODES {
+        let path = net.node_dir(i).join("trellis.toml");
+        let mut cfg: toml::Table =
+            toml::from_str(&std::fs::read_to_string(&path).expect("cfg")).expect("toml");
+        cfg.insert(
+            "p2p_peers".into(),
+            toml::Value::Array(
+                (0..NODES)
+                    .filter(|j| *j != i)
+                    .map(|j| toml::Value::String(format!("/ip4/127.0.0.1/tcp/{}", proxy[i][j])))
+                    .collect(),
+            ),
+        );
+        std::fs::write(&path, toml::to_string(&cfg).expect("toml")).expect("write cfg");
+    }
+    for i in 0..NODES {
+        net.start(i);
+    }
+    for i in 0..NODES {
+        net.wait_height(i, 3, Duration::from_secs(90)).await;
+    }
+
+    // Node 3 cut off: the other three keep committing; node 3 cannot.
+    links.isolate(&[3]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let h3 = net.height(3).await.expect("node 3 answers");
+    let majority = net.max_height(&[0, 1, 2]).await;
+    for i in 0..3 {
+        net.wait_height(i, majority + 3, Duration::from_secs(60))
+            .await;
+    }
+    assert!(
+        net.height(3).await.expect("node 3 answers") <= h3 + 1,
+        "an isolated validator must not commit on its own"
+    );
+    // Healed: node 3 catches up.
+    links.heal();
+    let target = net.max_height(&[0, 1, 2]).await;
+    net.wait_height(3, target, Duration::from_secs(120)).await;
+
+    // Two and two: no side has a quorum, nobody commits; healed, the chain resumes.
+    links.isolate(&[2, 3]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stalled = net.max_height(&[0, 1, 2, 3]).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        net.max_height(&[0, 1, 2, 3]).await <= stalled + 1,
+        "a 2/2 split must not commit"
+    );
+    links.heal();
+    let resumed = net.max_height(&[0, 1, 2, 3]).await;
+    for i in 0..NODES {
+        net.wait_height(i, resumed + 2, Duration::from_secs(120))
+            .await;
+    }
+    let top = net.max_height(&[0]).await;
+    for i in 1..NODES {
+        net.wait_height(i, top, Duration::from_secs(60)).await;
+    }
+    assert_no_fork(&net, &[1, 2, 3], top).await;
 }

@@ -265,7 +265,6 @@ impl ConsensusEngine for BftEngine {
         node: Arc<Node>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), NodeError> {
-        let internal = |e: eyre::Report| NodeError::Internal(format!("consensus engine: {e}"));
         let ctx = Ctx::new(&node.info.chain_id);
         let config = mal_config(&self.settings)?;
         std::fs::create_dir_all(self.settings.home.join("undecided"))
@@ -277,33 +276,87 @@ impl ConsensusEngine for BftEngine {
             p2p_seed: self.settings.p2p_seed,
             chain_id: ctx.chain_id.clone(),
         };
-        let first = MalSet::from_chain(&node.next_validator_set().await?);
-        let (mut channels, handle): (_, EngineHandle) = start_engine(
+        let mut app = App::new(
             ctx.clone(),
-            mal_node,
-            config,
-            MalCodec,
-            MalCodec,
-            None,
-            first,
-        )
-        .await
-        .map_err(internal)?;
-        let mut app = App::new(ctx, node.clone(), self.key.clone(), self.settings.clone());
+            node.clone(),
+            self.key.clone(),
+            self.settings.clone(),
+        );
         app.load_undecided();
-        let result = loop {
-            tokio::select! {
-                msg = channels.consensus.recv() => match msg {
-                    Some(msg) => app.handle(msg, &channels.network).await,
-                    None => break Err(NodeError::Internal("consensus engine stopped".into())),
-                },
-                _ = shutdown.changed() => break Ok(()),
+        // Without peer discovery, libp2p does not redial a peer whose connection broke (a
+        // network partition). A node that sees no progress for this long restarts its engine,
+        // which dials every configured peer again; its WAL keeps this height's votes.
+        let base_stall = (self.settings.timeout_propose * 4).max(Duration::from_secs(10));
+        let mut restarts: u32 = 0;
+        loop {
+            // Back off after restarts that did not help, with jitter, so the nodes of a stalled
+            // network do not keep dropping each other's fresh connections in step.
+            let jitter = Duration::from_millis(u64::from(self.key.public_key().as_bytes()[0]) * 20);
+            let stall = base_stall * 2u32.pow(restarts.min(4)) + jitter;
+            let first = MalSet::from_chain(&node.next_validator_set().await?);
+            let started = start_engine(
+                ctx.clone(),
+                mal_node.clone(),
+                config.clone(),
+                MalCodec,
+                MalCodec,
+                None,
+                first,
+            )
+            .await;
+            let (mut channels, handle): (_, EngineHandle) = match started {
+                Ok(x) => x,
+                Err(e) => {
+                    // The previous incarnation may still hold the listen port for a moment.
+                    tracing::warn!("consensus engine did not start ({e}); retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = shutdown.changed() => return Ok(()),
+                    }
+                }
+            };
+            let mut last_height = node.head().height;
+            let mut last_progress = Instant::now();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let outcome = loop {
+                tokio::select! {
+                    msg = channels.consensus.recv() => match msg {
+                        Some(msg) => app.handle(msg, &channels.network).await,
+                        None => break Err(NodeError::Internal("consensus engine stopped".into())),
+                    },
+                    _ = shutdown.changed() => break Ok(true),
+                    _ = tick.tick() => {
+                        let h = node.head().height;
+                        if h != last_height {
+                            last_height = h;
+                            last_progress = Instant::now();
+                            restarts = 0;
+                        } else if last_progress.elapsed() >= stall {
+                            break Ok(false);
+                        }
+                    }
+                }
+            };
+            let _ = handle.actor.kill_and_wait(None).await;
+            handle.handle.abort();
+            match outcome {
+                Ok(true) => {
+                    node.flush().await;
+                    return Ok(());
+                }
+                Ok(false) => {
+                    restarts += 1;
+                    tracing::warn!(
+                        height = last_height + 1,
+                        "no block for {stall:?}: restarting the consensus engine to reconnect to peers"
+                    );
+                }
+                Err(e) => {
+                    tracing::error!("{e}; restarting the consensus engine");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
             }
-        };
-        let _ = handle.actor.kill_and_wait(None).await;
-        handle.handle.abort();
-        node.flush().await;
-        result
+        }
     }
 }
 
@@ -694,18 +747,28 @@ impl App {
         sid.extend_from_slice(&(self.stream_counter as u32).to_be_bytes());
         let stream_id = StreamId::new(Bytes::from(sid));
         let n = parts.len() as u64;
-        for (seq, part) in parts.into_iter().enumerate() {
-            let msg = StreamMessage::new(stream_id.clone(), seq as u64, StreamContent::Data(part));
-            if network
-                .send(NetworkMsg::PublishProposalPart(msg))
-                .await
-                .is_err()
-            {
-                return;
+        let mut msgs: Vec<StreamMessage<ProposalPart>> = parts
+            .into_iter()
+            .enumerate()
+            .map(|(seq, part)| {
+                StreamMessage::new(stream_id.clone(), seq as u64, StreamContent::Data(part))
+            })
+            .collect();
+        msgs.push(StreamMessage::new(stream_id, n, StreamContent::Fin));
+        // Sent from a task of its own: the network channel holds one message, and the app
+        // loop must keep answering consensus (which may be what the network waits on).
+        let network = network.clone();
+        tokio::spawn(async move {
+            for msg in msgs {
+                if network
+                    .send(NetworkMsg::PublishProposalPart(msg))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
             }
-        }
-        let fin = StreamMessage::new(stream_id, n, StreamContent::Fin);
-        let _ = network.send(NetworkMsg::PublishProposalPart(fin)).await;
+        });
     }
 
     async fn receive_part(
