@@ -27,6 +27,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_trellis");
 const PASS: &str = "bft-test-passphrase";
 const NODES: usize = 4;
 
+/// One network at a time: each test runs four or five node processes, and two such networks on
+/// a two-core machine starve each other's consensus timeouts.
+static ONE_NETWORK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn free_ports(n: usize) -> Vec<u16> {
     // Hold all listeners until every port is chosen, so the ports are distinct.
     let ls: Vec<std::net::TcpListener> = (0..n)
@@ -357,6 +361,7 @@ async fn assert_no_fork(net: &Net, nodes: &[usize], top: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_validators_survive_crashes_and_halt_safely_without_quorum() {
+    let _one = ONE_NETWORK.lock().await;
     let cycles: usize = std::env::var("TRELLIS_BFT_CYCLES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -597,6 +602,7 @@ async fn four_validators_survive_crashes_and_halt_safely_without_quorum() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_byzantine_proposer_is_refused_and_recorded_as_evidence() {
+    let _one = ONE_NETWORK.lock().await;
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut net = create_net(tmp.path(), NODES, 0);
     // Node 3 runs as a faulty proposer: every block it proposes has a wrong state root.
@@ -743,6 +749,7 @@ impl Links {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_heal_and_the_chain_converges() {
+    let _one = ONE_NETWORK.lock().await;
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut net = create_net(tmp.path(), NODES, 0);
     // Route every peer-to-peer link through a proxy the test controls.
