@@ -88,12 +88,15 @@ async fn height(client: &reqwest::Client, url: &str) -> Option<u64> {
     v["height"].as_u64()
 }
 
+/// A block as seen on node 0: when it became readable, its transaction count and ids.
+type CommittedBlock = (Instant, u64, Vec<String>);
+
 /// Follows node 0's chain: per block, its transaction ids and the time it became readable.
 async fn observe(
     client: reqwest::Client,
     url: String,
     from: u64,
-    commits: Arc<Mutex<Vec<(Instant, u64, Vec<String>)>>>,
+    commits: Arc<Mutex<Vec<CommittedBlock>>>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut next = from + 1;

@@ -767,16 +767,18 @@ async fn partitions_heal_and_the_chain_converges() {
         real.push(port);
     }
     let (links, proxy) = Links::start(NODES, &real).await;
-    for i in 0..NODES {
+    for (i, links_from) in proxy.iter().enumerate() {
         let path = net.node_dir(i).join("trellis.toml");
         let mut cfg: toml::Table =
             toml::from_str(&std::fs::read_to_string(&path).expect("cfg")).expect("toml");
         cfg.insert(
             "p2p_peers".into(),
             toml::Value::Array(
-                (0..NODES)
-                    .filter(|j| *j != i)
-                    .map(|j| toml::Value::String(format!("/ip4/127.0.0.1/tcp/{}", proxy[i][j])))
+                links_from
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, port)| toml::Value::String(format!("/ip4/127.0.0.1/tcp/{port}")))
                     .collect(),
             ),
         );
