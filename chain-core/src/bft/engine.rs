@@ -292,7 +292,7 @@ impl ConsensusEngine for BftEngine {
             // Back off after restarts that did not help, with jitter, so the nodes of a stalled
             // network do not keep dropping each other's fresh connections in step.
             let jitter = Duration::from_millis(u64::from(self.key.public_key().as_bytes()[0]) * 20);
-            let stall = base_stall * 2u32.pow(restarts.min(4)) + jitter;
+            let stall = base_stall * 2u32.pow(restarts.min(2)) + jitter;
             let first = MalSet::from_chain(&node.next_validator_set().await?);
             let started = start_engine(
                 ctx.clone(),
@@ -331,7 +331,7 @@ impl ConsensusEngine for BftEngine {
                             last_height = h;
                             last_progress = Instant::now();
                             restarts = 0;
-                        } else if last_progress.elapsed() >= stall {
+                        } else if last_progress.elapsed() >= stall && app.cut_off(stall).await {
                             break Ok(false);
                         }
                     }
@@ -390,6 +390,8 @@ struct App {
     streams: HashMap<(PeerId, Bytes), PartStream>,
     stream_counter: u64,
     last_block: Instant,
+    /// When each validator's last authenticated proposal arrived: evidence of connectivity.
+    heard: HashMap<Address, Instant>,
 }
 
 impl App {
@@ -409,7 +411,34 @@ impl App {
             streams: HashMap::new(),
             stream_counter: 0,
             last_block: Instant::now(),
+            heard: HashMap::new(),
         }
+    }
+
+    /// Whether this node heard (within `window`) from too few other validators to form a
+    /// quorum with them: then it is probably cut off, not merely waiting for absent peers.
+    async fn cut_off(&self, window: Duration) -> bool {
+        let Some(set) = self.mal_set(self.node.head().height + 1).await else {
+            return false;
+        };
+        let total: u64 = set.validators.iter().map(|v| v.power).sum();
+        let mine = set
+            .validators
+            .iter()
+            .find(|v| v.address == self.me)
+            .map_or(0, |v| v.power);
+        let heard: u64 = set
+            .validators
+            .iter()
+            .filter(|v| v.address != self.me)
+            .filter(|v| {
+                self.heard
+                    .get(&v.address)
+                    .is_some_and(|t| t.elapsed() < window)
+            })
+            .map(|v| v.power)
+            .sum();
+        (mine + heard) * 3 <= total * 2
     }
 
     fn undecided_dir(&self) -> PathBuf {
@@ -881,6 +910,7 @@ impl App {
             );
             return None;
         }
+        self.heard.insert(proposer.clone(), Instant::now());
         let validity = if header.height != h || header.proposer != proposer.0 && pol_round.is_nil()
         {
             invalid("header height or proposer does not match the proposal".into());
