@@ -615,6 +615,27 @@ async fn a_byzantine_proposer_is_refused_and_recorded_as_evidence() {
     for i in 0..NODES {
         net.start(i);
     }
+    net.wait_height(0, 1, Duration::from_secs(90)).await;
+    // Garbage on the peer-to-peer port (not even a transport handshake) is dropped; the node
+    // keeps running (it must reach the heights below).
+    let cfg: toml::Table = toml::from_str(
+        &std::fs::read_to_string(net.node_dir(0).join("trellis.toml")).expect("cfg"),
+    )
+    .expect("toml");
+    let p2p_port: u16 = cfg["p2p_listen"]
+        .as_str()
+        .and_then(|a| a.rsplit('/').next())
+        .and_then(|p| p.parse().ok())
+        .expect("p2p port");
+    for k in 0..20u8 {
+        if let Ok(mut c) = tokio::net::TcpStream::connect(("127.0.0.1", p2p_port)).await {
+            use tokio::io::AsyncWriteExt;
+            let junk: Vec<u8> = (0..512u32)
+                .map(|i| (i as u8).wrapping_mul(31) ^ k)
+                .collect();
+            let _ = c.write_all(&junk).await;
+        }
+    }
     // Enough heights that node 3 was the proposer of several rounds.
     for i in 0..NODES {
         net.wait_height(i, 12, Duration::from_secs(120)).await;
