@@ -112,6 +112,27 @@ fn rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// The benchmark consortium: one organisation whose members are the sending accounts.
+pub fn bench_org(admin: &SigningKey, keys: &[SigningKey]) -> GenesisOrg {
+    GenesisOrg {
+        id: "bench".into(),
+        name: "Benchmark Org".into(),
+        admins: vec![NewAdmin {
+            name: "admin".into(),
+            public_key: admin.public_key(),
+        }],
+        members: keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| GenesisMember {
+                name: format!("sender-{i}"),
+                public_key: k.public_key(),
+                roles: vec![],
+            })
+            .collect(),
+    }
+}
+
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -175,23 +196,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
             power: 1,
             address: None,
         }],
-        organisations: vec![GenesisOrg {
-            id: "bench".into(),
-            name: "Benchmark Org".into(),
-            admins: vec![NewAdmin {
-                name: "admin".into(),
-                public_key: admin.public_key(),
-            }],
-            members: keys
-                .iter()
-                .enumerate()
-                .map(|(i, k)| GenesisMember {
-                    name: format!("sender-{i}"),
-                    public_key: k.public_key(),
-                    roles: vec![],
-                })
-                .collect(),
-        }],
+        organisations: vec![crate::bench::bench_org(&admin, &keys)],
         governance: GovernanceParams::default(),
     };
     let store = Store::open(&url)

@@ -19,7 +19,7 @@ use chain_core::crypto::{HashAlg, SigningKey, Suite};
 use chain_core::genesis::{Genesis, GenesisValidator};
 use chain_core::keystore::{KdfParams, Keystore};
 use chain_core::node::now_ms;
-use chain_core::system::{GenesisMember, GenesisOrg, GovernanceParams, NewAdmin};
+use chain_core::system::GovernanceParams;
 use chain_core::types::{SignedTx, build_tx};
 use parking_lot::Mutex;
 use rayon::prelude::*;
@@ -176,23 +176,7 @@ pub async fn run(
                 address: Some(format!("/ip4/127.0.0.1/tcp/{}", p2p[i])),
             })
             .collect(),
-        organisations: vec![GenesisOrg {
-            id: "bench".into(),
-            name: "Benchmark Org".into(),
-            admins: vec![NewAdmin {
-                name: "admin".into(),
-                public_key: admin.public_key(),
-            }],
-            members: keys
-                .iter()
-                .enumerate()
-                .map(|(i, k)| GenesisMember {
-                    name: format!("sender-{i}"),
-                    public_key: k.public_key(),
-                    roles: vec![],
-                })
-                .collect(),
-        }],
+        organisations: vec![crate::bench::bench_org(&admin, &keys)],
         governance: GovernanceParams::default(),
     };
     let exe = std::env::current_exe()?;

@@ -672,6 +672,29 @@ impl Node {
         Ok(out)
     }
 
+    /// Execute a block proposed elsewhere on top of the head; it must give exactly its header.
+    async fn reexecute(
+        self: &Arc<Self>,
+        header: &BlockHeader,
+        txs: Vec<SignedTx>,
+    ) -> Result<Prepared, NodeError> {
+        let block = BlockInfo {
+            chain_id: header.chain_id.clone(),
+            height: header.height,
+            time_ms: header.time_ms,
+            prev_hash: header.prev_hash,
+        };
+        let (p, _) = self
+            .execute(block, txs, Mode::Verify, header.proposer.clone())
+            .await?;
+        if &p.header != header {
+            return Err(NodeError::Invalid(
+                "re-execution gives different roots".into(),
+            ));
+        }
+        Ok(p)
+    }
+
     /// Keep an executed block for its commit (a few per height at most: one per round).
     fn keep_prepared(&self, p: Prepared) {
         let mut map = self.prepared.lock();
@@ -751,18 +774,7 @@ impl Node {
         if let Some(i) = checked {
             return invalid(format!("transaction {i} has a bad signature"));
         }
-        let block = BlockInfo {
-            chain_id: header.chain_id.clone(),
-            height: header.height,
-            time_ms: header.time_ms,
-            prev_hash: header.prev_hash,
-        };
-        let (p, _) = self
-            .execute(block, txs, Mode::Verify, header.proposer.clone())
-            .await?;
-        if &p.header != header {
-            return invalid("executing the block gives different roots".into());
-        }
+        let p = self.reexecute(header, txs).await?;
         self.keep_prepared(p);
         Ok(())
     }
@@ -917,23 +929,7 @@ impl Node {
         };
         let prepared = match cached {
             Some(p) => p,
-            None => {
-                let block = BlockInfo {
-                    chain_id: header.chain_id.clone(),
-                    height: header.height,
-                    time_ms: header.time_ms,
-                    prev_hash: header.prev_hash,
-                };
-                let (p, _) = self
-                    .execute(block, txs, Mode::Verify, header.proposer.clone())
-                    .await?;
-                if p.header != header {
-                    return Err(NodeError::Invalid(
-                        "re-execution gives different roots".into(),
-                    ));
-                }
-                p
-            }
+            None => self.reexecute(&header, txs).await?,
         };
         // At most one decided block is in flight: the previous one must be in the database
         // before this one's state replaces it in the overlay.

@@ -108,6 +108,18 @@ impl Net {
         v["height"].as_u64()
     }
 
+    /// Block `h` as node `i` serves it (header, commit, transactions).
+    async fn block(&self, i: usize, h: u64) -> Value {
+        self.client
+            .get(format!("{}/api/v1/blocks/{h}", self.url(i)))
+            .send()
+            .await
+            .expect("block")
+            .json()
+            .await
+            .expect("json")
+    }
+
     async fn block_hash(&self, i: usize, h: u64) -> Option<String> {
         let r = self
             .client
@@ -409,15 +421,7 @@ async fn four_validators_survive_crashes_and_halt_safely_without_quorum() {
         net.wait_height(i, first_height, Duration::from_secs(30))
             .await;
     }
-    let b: Value = net
-        .client
-        .get(format!("{}/api/v1/blocks/{first_height}", net.url(0)))
-        .send()
-        .await
-        .expect("block")
-        .json()
-        .await
-        .expect("json");
+    let b = net.block(0, first_height).await;
     let signers = b["commit"]["signatures"]
         .as_array()
         .map(|a| a.len())
@@ -565,15 +569,7 @@ async fn four_validators_survive_crashes_and_halt_safely_without_quorum() {
     assert_no_fork(&net, &[1, 2, 3, observer], top).await;
     let mut seen_txs: HashSet<String> = HashSet::new();
     for h in 1..=top {
-        let b: Value = net
-            .client
-            .get(format!("{}/api/v1/blocks/{h}", net.url(0)))
-            .send()
-            .await
-            .expect("block")
-            .json()
-            .await
-            .expect("json");
+        let b = net.block(0, h).await;
         if let Some(txs) = b["txs"].as_array() {
             for t in txs {
                 if let Some(id) = t["id"].as_str() {
@@ -648,15 +644,7 @@ async fn a_byzantine_proposer_is_refused_and_recorded_as_evidence() {
     let byzantine = observer_public_key(&net.dir, 3);
     // No committed block was proposed by the faulty validator.
     for h in 1..=top {
-        let b: Value = net
-            .client
-            .get(format!("{}/api/v1/blocks/{h}", net.url(0)))
-            .send()
-            .await
-            .expect("block")
-            .json()
-            .await
-            .expect("json");
+        let b = net.block(0, h).await;
         assert_ne!(
             b["proposer"].as_str(),
             Some(byzantine.as_str()),
@@ -966,15 +954,7 @@ async fn governance_changes_the_validator_set_of_a_running_network() {
     }
     assert_no_fork(&net, &[1, 2], top).await;
     let removed = validator_key(3);
-    let b: Value = net
-        .client
-        .get(format!("{}/api/v1/blocks/{top}", net.url(1)))
-        .send()
-        .await
-        .expect("block")
-        .json()
-        .await
-        .expect("json");
+    let b = net.block(1, top).await;
     let signers: Vec<&str> = b["commit"]["signatures"]
         .as_array()
         .map(|a| a.iter().filter_map(|s| s["validator"].as_str()).collect())
