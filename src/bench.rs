@@ -53,6 +53,14 @@ pub struct BenchArgs {
     /// with the solo engine). The offered load of the latency phase defaults to 2,000 tx/s.
     #[arg(long)]
     validators: Option<usize>,
+    /// Benchmark the explorer's web pages instead: block and transaction pages under
+    /// concurrent clients, at the offered rate of --rate (default 2,000 requests/s) for
+    /// --duration seconds (default 20; quick 10).
+    #[arg(long)]
+    web: bool,
+    /// --web: concurrent HTTP clients.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
 }
 
 struct Generator {
@@ -142,6 +150,15 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
+    if a.web {
+        return crate::bench_web::run(crate::bench_web::WebBenchArgs {
+            rate: a.rate.unwrap_or(2_000),
+            duration_s: a.duration.unwrap_or(if a.quick { 10 } else { 20 }),
+            clients: a.clients.max(1),
+            txs: if a.quick { 2_000 } else { 10_000 },
+        })
+        .await;
+    }
     if let Some(n) = a.validators {
         return crate::bench_bft::run(
             n,

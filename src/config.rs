@@ -39,6 +39,11 @@ pub struct Config {
     pub peer_apis: Vec<String>,
     /// BFT: propose timeout (ms); prevote and precommit use a third of it.
     pub timeout_propose_ms: u64,
+    /// Web UI: mark cookies `Secure` and send HSTS. Turn on when browsers reach the node over
+    /// HTTPS (directly or through a TLS-terminating proxy).
+    pub web_https: bool,
+    /// Web UI: sign-in attempts allowed per minute, per client address and per username.
+    pub signin_attempts_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -65,6 +70,8 @@ impl Default for Config {
             p2p_peers: Vec::new(),
             peer_apis: Vec::new(),
             timeout_propose_ms: 3_000,
+            web_https: false,
+            signin_attempts_per_minute: 10,
         }
     }
 }
@@ -100,6 +107,9 @@ impl Config {
         }
         if let Ok(v) = std::env::var("TRELLIS_LISTEN") {
             cfg.listen = v;
+        }
+        if let Ok(v) = std::env::var("TRELLIS_WEB_HTTPS") {
+            cfg.web_https = v == "1" || v.eq_ignore_ascii_case("true");
         }
         Ok(cfg)
     }

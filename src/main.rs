@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_bft;
+mod bench_web;
 mod config;
 mod testnet;
 
@@ -319,8 +320,9 @@ async fn run_node(mut cfg: Config, a: NodeArgs) -> anyhow::Result<()> {
         cfg.peer_apis.clone(),
         stop_rx.clone(),
     ));
-    let app =
-        chain_core::api::router(node.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
+    let app = web_app(&cfg, node.clone())
+        .await?
+        .layer(tower_http::trace::TraceLayer::new_for_http());
     tracing::info!(
         chain = %node.info.chain_id,
         height = node.tip().height,
@@ -328,7 +330,12 @@ async fn run_node(mut cfg: Config, a: NodeArgs) -> anyhow::Result<()> {
     );
     println!("listening on http://{addr}");
     let mut stop_http = stop_rx.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let server = axum::serve(
+        listener,
+        // Client addresses feed the sign-in rate limiter.
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
         let _ = stop_http.changed().await;
     });
     let server_task = tokio::spawn(async move { server.await });
@@ -337,6 +344,66 @@ async fn run_node(mut cfg: Config, a: NodeArgs) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), engine_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), server_task).await;
+    Ok(())
+}
+
+/// The node API, the web UI and its security headers on one router. Creates the demo's web
+/// users on a fresh database and writes their one-time passwords to `<data>/web-users.txt`.
+pub async fn web_app(cfg: &Config, node: Arc<Node>) -> anyhow::Result<axum::Router> {
+    use frontend::auth::{Custody, SignInLimiter, Users, bootstrap_demo_users};
+    let db = node.store.conn().clone();
+    frontend::auth::migrate(&db)
+        .await
+        .context("creating the web tables")?;
+    let users = Users::new(db);
+    let keystore = Keystore::open(cfg.keystore_dir())?.with_kdf(kdf_params());
+    let created = bootstrap_demo_users(&users, &node, &keystore).await?;
+    if !created.is_empty() {
+        let path = cfg.data_dir.join("web-users.txt");
+        let mut text = String::from(
+            "# Web sign-in for the demo organisations' admins (created once; change them).\n",
+        );
+        for (user, password) in &created {
+            text.push_str(&format!("{user} {password}\n"));
+        }
+        write_private(&path, &text)?;
+        tracing::warn!(
+            "created {} demo web users; their passwords are in {}",
+            created.len(),
+            path.display()
+        );
+    }
+    let state = Arc::new(frontend::web::WebState {
+        node: node.clone(),
+        users,
+        custody: Custody::new(keystore, config::passphrase()),
+        limiter: SignInLimiter::new(cfg.signin_attempts_per_minute),
+        nav: Arc::new(frontend::web::default_nav()),
+        secure_cookies: cfg.web_https,
+    });
+    let mut app = chain_core::api::router(node)
+        .merge(frontend::web::router(state))
+        .layer(axum::middleware::from_fn(frontend::web::security_headers));
+    if cfg.web_https {
+        app = app.layer(axum::middleware::from_fn(frontend::web::hsts));
+    }
+    Ok(app)
+}
+
+/// Write a file only its owner can read (it holds passwords).
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
     Ok(())
 }
 
@@ -416,7 +483,7 @@ async fn send_tx(cfg: &Config, a: TxArgs) -> anyhow::Result<()> {
                 .await?
                 .json()
                 .await?;
-            acc["nonce"].as_u64().unwrap_or(0) + acc["pending"].as_u64().unwrap_or(0)
+            acc["next_nonce"].as_u64().unwrap_or(0)
         }
     };
     let tx = chain_core::types::build_tx(

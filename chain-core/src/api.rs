@@ -752,7 +752,9 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/v1/openapi.json", get(openapi))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .fallback(fallback)
+        // Unknown API paths get a JSON error; every other path is left to whatever router this
+        // one is merged with (the web UI).
+        .route("/api/{*rest}", axum::routing::any(fallback))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(node)
 }

@@ -114,6 +114,24 @@ impl Mempool {
             .map_or(0, |q| q.txs.len())
     }
 
+    /// The nonce a sender should sign next, given its committed next nonce: past the run of
+    /// consecutive pooled nonces. Read under the pool's lock, so it never mixes the pool
+    /// before and after a commit (a commit updates the queue's floor and empties it at once).
+    pub fn next_nonce(&self, sender: &PublicKey, committed_nonce: u64) -> u64 {
+        let g = self.inner.lock();
+        let floor = committed_nonce.max(g.recent.get(sender).copied().unwrap_or(0));
+        match g.senders.get(sender) {
+            None => floor,
+            Some(q) => {
+                let mut next = floor.max(q.next_nonce);
+                while q.txs.contains_key(&next) {
+                    next += 1;
+                }
+                next
+            }
+        }
+    }
+
     /// Insert an admitted transaction. `committed_nonce` is the sender's next nonce in
     /// committed state (already checked by admission).
     pub fn insert(&self, tx: SignedTx, committed_nonce: u64) -> Result<(), InsertError> {
@@ -320,6 +338,24 @@ mod tests {
         );
         // A replay of the committed nonce is refused even with the stale reading.
         assert_eq!(pool.insert(tx(&a, 5), 5), Err(InsertError::Stale(6)));
+    }
+
+    #[test]
+    fn next_nonce_skips_the_pooled_run_and_is_consistent_across_a_commit() {
+        let a = SigningKey::from_label(SigAlg::Ed25519, "a");
+        let pool = Mempool::new(MempoolLimits::default());
+        assert_eq!(pool.next_nonce(&a.public_key(), 3), 3);
+        for n in [3, 4, 6] {
+            pool.insert(tx(&a, n), 3).unwrap();
+        }
+        // 6 is ahead of a gap: the next nonce to sign is 5, which fills it.
+        assert_eq!(pool.next_nonce(&a.public_key(), 3), 5);
+        let block = pool.reap(100, usize::MAX);
+        pool.remove_committed(&block);
+        // A reader that saw the committed nonce before the commit (3) still gets 5: the pool
+        // remembers how far the commit went.
+        assert_eq!(pool.next_nonce(&a.public_key(), 3), 5);
+        assert_eq!(pool.next_nonce(&a.public_key(), 5), 5);
     }
 
     #[test]

@@ -389,9 +389,13 @@ impl Node {
             };
             match outcome {
                 Ok(()) => kept += 1,
+                Err(e) if e.code == "duplicate" => {
+                    // Committed just before the restart; its row was not cleared yet.
+                    stale.push(row.seq);
+                }
                 Err(e) => {
-                    // Mostly transactions committed just before the restart ("duplicate").
-                    tracing::debug!(code = e.code, "dropping pending transaction after restart");
+                    // An acknowledged transaction that can no longer be committed.
+                    tracing::warn!(code = e.code, message = %e.message, seq = row.seq, "dropping pending transaction after restart");
                     stale.push(row.seq);
                 }
             }
@@ -1139,11 +1143,52 @@ impl Node {
             did: key.did(),
             nonce,
             pending: self.mempool.pending_count(key),
+            next_nonce: self.mempool.next_nonce(key, nonce),
             key_status: rec.as_ref().map(|r| r.status.clone()),
             member: rec.map(|r| r.member),
             roles: member.as_ref().map(|m| m.roles.clone()).unwrap_or_default(),
             organisation: member.map(|m| m.org),
         })
+    }
+
+    /// Latest value of `key` in `contract`'s namespace (decided state).
+    pub async fn state_value(
+        &self,
+        contract: &str,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, NodeError> {
+        Ok(self.state.get_latest(state_key(contract, key)).await?)
+    }
+
+    /// Latest JSON value of `key` in `contract`'s namespace; `None` if absent or not JSON.
+    pub async fn state_json<T: serde::de::DeserializeOwned>(
+        &self,
+        contract: &str,
+        key: &str,
+    ) -> Result<Option<T>, NodeError> {
+        Ok(self.read_json(state_key(contract, key.as_bytes())).await?)
+    }
+
+    /// Keys of `contract` under `prefix` with their latest values, in key order (at most
+    /// `limit`, after `after` for paging). Deleted keys are skipped.
+    pub async fn state_list(
+        &self,
+        contract: &str,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: u64,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, NodeError> {
+        let rows = self
+            .store
+            .state_keys_with_prefix(contract, prefix, after, limit)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            if let Some(v) = self.state.get_latest(state_key(contract, &r.key)).await? {
+                out.push((r.key, v));
+            }
+        }
+        Ok(out)
     }
 
     /// Proof bundle that transaction `id` (with its receipt) is in its block.
@@ -1301,6 +1346,9 @@ pub struct AccountView {
     pub nonce: u64,
     /// Transactions of this key waiting in the pool.
     pub pending: usize,
+    /// The nonce to sign the next transaction with: after the committed nonce and the
+    /// consecutive run of this key's pooled transactions.
+    pub next_nonce: u64,
     pub key_status: Option<Status>,
     pub member: Option<String>,
     pub organisation: Option<String>,

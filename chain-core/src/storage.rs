@@ -489,6 +489,51 @@ impl Store {
             .await?)
     }
 
+    /// Latest transactions, newest first, optionally before a chain position (`tx_seq`).
+    pub async fn txs_desc(
+        &self,
+        before_seq: Option<i64>,
+        limit: u64,
+    ) -> Result<Vec<tx::Model>, StorageError> {
+        let mut q = tx::Entity::find().order_by_desc(tx::Column::Seq);
+        if let Some(b) = before_seq {
+            q = q.filter(tx::Column::Seq.lt(b));
+        }
+        Ok(q.limit(limit).all(&self.db).await?)
+    }
+
+    /// Keys of `contract` starting with `prefix`, in key order, after `after` (paging).
+    pub async fn state_keys_with_prefix(
+        &self,
+        contract: &str,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: u64,
+    ) -> Result<Vec<state_key::Model>, StorageError> {
+        let mut q = state_key::Entity::find()
+            .filter(state_key::Column::Contract.eq(contract))
+            .filter(state_key::Column::Key.gte(prefix.to_vec()));
+        if let Some(a) = after {
+            q = q.filter(state_key::Column::Key.gt(a.to_vec()));
+        }
+        // Keys sharing the prefix form one contiguous range: [prefix, prefix with its last
+        // byte incremented).
+        let mut end = prefix.to_vec();
+        while let Some(last) = end.pop() {
+            if last < u8::MAX {
+                end.push(last + 1);
+                break;
+            }
+        }
+        if !end.is_empty() {
+            q = q.filter(state_key::Column::Key.lt(end));
+        }
+        Ok(q.order_by_asc(state_key::Column::Key)
+            .limit(limit)
+            .all(&self.db)
+            .await?)
+    }
+
     pub async fn txs_in_block(&self, height: u64) -> Result<Vec<tx::Model>, StorageError> {
         Ok(tx::Entity::find()
             .filter(tx::Column::Seq.gte(tx_seq(height, 0)))

@@ -131,7 +131,8 @@ pub struct Proposal {
 /// next set before it has to use it.
 pub const VALIDATOR_CHANGE_DELAY: u64 = 2;
 
-fn valid_ident(s: &str, max: usize) -> bool {
+/// Identifiers of organisations and members: lower-case letters, digits, `-`, `_`.
+pub fn valid_ident(s: &str, max: usize) -> bool {
     !s.is_empty()
         && s.len() <= max
         && s.bytes()
@@ -139,7 +140,7 @@ fn valid_ident(s: &str, max: usize) -> bool {
         && s.as_bytes()[0].is_ascii_alphanumeric()
 }
 
-fn valid_role(s: &str) -> bool {
+pub fn valid_role(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.bytes()

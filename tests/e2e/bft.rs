@@ -27,9 +27,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_trellis");
 const PASS: &str = "bft-test-passphrase";
 const NODES: usize = 4;
 
-/// One network at a time: each test runs four or five node processes, and two such networks on
-/// a two-core machine starve each other's consensus timeouts.
-static ONE_NETWORK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// One heavy test at a time: each network test runs four or five node processes, and two such
+/// networks (or one and a headless browser, see `web.rs`) on a two-core machine starve each
+/// other's consensus timeouts.
+pub(crate) static ONE_NETWORK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn free_ports(n: usize) -> Vec<u16> {
     // Hold all listeners until every port is chosen, so the ports are distinct.
@@ -198,7 +199,7 @@ async fn next_nonce(client: &reqwest::Client, url: &str, key: &SigningKey) -> Op
         .json()
         .await
         .ok()?;
-    Some(v["nonce"].as_u64().unwrap_or(0) + v["pending"].as_u64().unwrap_or(0))
+    Some(v["next_nonce"].as_u64().unwrap_or(0))
 }
 
 /// Submits anchors signed by `key` to node `url`, pausing while that node is down; records

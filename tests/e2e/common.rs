@@ -184,7 +184,7 @@ impl TestNode {
             .get(&format!("/api/v1/accounts/{}", signer.public_key()))
             .await
             .1;
-        let nonce = acc["nonce"].as_u64().unwrap_or(0) + acc["pending"].as_u64().unwrap_or(0);
+        let nonce = acc["next_nonce"].as_u64().unwrap_or(0);
         self.tx_with(signer, nonce, now_ms() + 60_000, contract, method, args)
     }
 

@@ -34,13 +34,31 @@ fn trellis(dir: &Path, db_url: &str) -> Command {
     c
 }
 
+/// Starts the node; its log (all runs) goes to `node.log` in the data directory.
 fn start(dir: &Path, db_url: &str, port: u16) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("node.log"))
+        .expect("node log");
     trellis(dir, db_url)
         .args(["node", "--listen", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "warn,chain_core::node=info")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("spawn trellis node")
+}
+
+/// Fails the test with the node's log attached.
+fn fail_with_log(dir: &Path, msg: String) -> ! {
+    let log = std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(200).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    panic!(
+        "{msg}\n--- node log (last 200 lines) ---\n{}",
+        tail.join("\n")
+    );
 }
 
 async fn wait_healthy(client: &reqwest::Client, url: &str) {
@@ -65,7 +83,7 @@ async fn next_nonce(client: &reqwest::Client, url: &str, key: &SigningKey) -> u6
         .json()
         .await
         .expect("json");
-    v["nonce"].as_u64().unwrap_or(0) + v["pending"].as_u64().unwrap_or(0)
+    v["next_nonce"].as_u64().unwrap_or(0)
 }
 
 /// Submits anchors from one key until the node stops answering; records acknowledged ids.
@@ -205,14 +223,18 @@ async fn kill_minus_nine_under_load_loses_no_acknowledged_transaction() {
                 heights.insert(id.clone(), v["height"].as_u64().expect("height"));
                 break;
             }
-            assert!(
-                v["status"] == "pending",
-                "acknowledged transaction {id} was lost after kill -9: {v}"
-            );
-            assert!(
-                Instant::now() < deadline,
-                "acknowledged transaction {id} never committed"
-            );
+            if v["status"] != "pending" {
+                fail_with_log(
+                    dir.path(),
+                    format!("acknowledged transaction {id} was lost after kill -9: {v}"),
+                );
+            }
+            if Instant::now() >= deadline {
+                fail_with_log(
+                    dir.path(),
+                    format!("acknowledged transaction {id} never committed"),
+                );
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

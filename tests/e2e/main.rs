@@ -8,3 +8,4 @@ mod common;
 mod crash;
 mod governance;
 mod interop;
+mod web;

@@ -1,0 +1,93 @@
+/*
+ * Trellis page behaviour. Pages work without it; it adds copy buttons and live updates.
+ * Loaded as a file (the Content-Security-Policy forbids inline scripts); reads data-* only.
+ */
+(() => {
+  'use strict';
+
+  // Copy buttons: <button class="copy" data-copy="value" data-copied="Copied">.
+  function bindCopy(root) {
+    root.querySelectorAll('button.copy[data-copy]').forEach((b) => {
+      if (b.dataset.bound) return;
+      b.dataset.bound = '1';
+      b.addEventListener('click', async () => {
+        const label = b.textContent;
+        try {
+          await navigator.clipboard.writeText(b.dataset.copy);
+        } catch (_) {
+          // Clipboard API needs a secure context: fall back to selecting the text.
+          const r = document.createRange();
+          const code = b.parentElement && b.parentElement.querySelector('code');
+          if (code) { r.selectNodeContents(code); const s = getSelection(); s.removeAllRanges(); s.addRange(r); }
+          return;
+        }
+        b.classList.add('copied');
+        b.textContent = b.dataset.copied || 'Copied';
+        setTimeout(() => { b.classList.remove('copied'); b.textContent = label; }, 1500);
+      });
+    });
+  }
+
+  function cell(text, href) {
+    const td = document.createElement('td');
+    if (href) {
+      const a = document.createElement('a');
+      a.href = href;
+      a.textContent = text;
+      td.appendChild(a);
+    } else {
+      td.textContent = text;
+    }
+    return td;
+  }
+
+  function shortHash(h) {
+    return h.length > 20 ? h.slice(0, 10) + '…' + h.slice(-6) : h;
+  }
+
+  function pad(n) { return String(n).padStart(2, '0'); }
+  function utc(ms) {
+    const d = new Date(ms);
+    return `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())} ` +
+      `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())} UTC`;
+  }
+
+  // Live blocks: <tbody data-live-blocks="/api/v1/stream" data-max-rows="20">. Each `block`
+  // event of the node's SSE stream becomes a new first row (built with textContent only).
+  function bindLiveBlocks() {
+    const body = document.querySelector('tbody[data-live-blocks]');
+    if (!body || !window.EventSource) return;
+    const max = parseInt(body.dataset.maxRows || '20', 10);
+    const status = document.getElementById(body.dataset.liveStatus || '');
+    const es = new EventSource(body.dataset.liveBlocks);
+    es.addEventListener('open', () => { if (status) status.dataset.state = 'connected'; });
+    es.addEventListener('error', () => { if (status) status.dataset.state = 'reconnecting'; });
+    es.addEventListener('block', (ev) => {
+      let b;
+      try { b = JSON.parse(ev.data); } catch (_) { return; }
+      if (typeof b.height !== 'number' || typeof b.hash !== 'string') return;
+      if (body.querySelector(`tr[data-height="${b.height}"]`)) return;
+      const tr = document.createElement('tr');
+      tr.dataset.height = String(b.height);
+      tr.className = 'fresh';
+      tr.appendChild(cell(String(b.height), `/explorer/blocks/${b.height}`));
+      tr.appendChild(cell(shortHash(b.hash), `/explorer/blocks/${b.height}`));
+      tr.appendChild(cell(utc(b.time_ms)));
+      const n = cell(String(b.tx_count));
+      n.className = 'num';
+      tr.appendChild(n);
+      const empty = body.querySelector('tr.empty-row');
+      if (empty) empty.remove();
+      body.insertBefore(tr, body.firstChild);
+      while (body.rows.length > max) body.deleteRow(body.rows.length - 1);
+      if (status) status.dataset.lastHeight = String(b.height);
+    });
+  }
+
+  function start() {
+    bindCopy(document);
+    bindLiveBlocks();
+  }
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start);
+  else start();
+})();
