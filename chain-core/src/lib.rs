@@ -14,6 +14,7 @@ pub mod crypto;
 pub mod execution;
 pub mod genesis;
 pub mod keystore;
+pub mod ledger;
 pub mod mempool;
 pub mod merkle;
 pub mod metrics;

@@ -294,6 +294,9 @@ impl ConsensusEngine for BftEngine {
             let jitter = Duration::from_millis(u64::from(self.key.public_key().as_bytes()[0]) * 20);
             let stall = base_stall * 2u32.pow(restarts.min(2)) + jitter;
             let first = MalSet::from_chain(&node.next_validator_set().await?);
+            // A new engine whose swarm cannot bind the listen port would run without a network
+            // (start_engine does not report it), so wait until the last incarnation let go.
+            wait_until_port_free(&config.consensus.p2p.listen_addr).await;
             let started = start_engine(
                 ctx.clone(),
                 mal_node.clone(),
@@ -337,8 +340,7 @@ impl ConsensusEngine for BftEngine {
                     }
                 }
             };
-            let _ = handle.actor.kill_and_wait(None).await;
-            handle.handle.abort();
+            stop_engine(handle).await;
             match outcome {
                 Ok(true) => {
                     node.flush().await;
@@ -357,6 +359,57 @@ impl ConsensusEngine for BftEngine {
                 }
             }
         }
+    }
+}
+
+/// Stops an engine gracefully: its children first, so the network actor's `post_stop` shuts the
+/// libp2p swarm down (a killed actor skips `post_stop`, which would leave the swarm task running
+/// with the listen port and stale peer connections), then the node actor; kill only as a last
+/// resort.
+async fn stop_engine(handle: EngineHandle) {
+    let grace = Duration::from_secs(5);
+    handle
+        .actor
+        .stop_children_and_wait(Some("engine restart".into()), Some(grace))
+        .await;
+    if handle
+        .actor
+        .stop_and_wait(Some("engine restart".into()), Some(grace))
+        .await
+        .is_err()
+    {
+        let _ = handle.actor.kill_and_wait(Some(grace)).await;
+    }
+    handle.handle.abort();
+}
+
+/// Waits (up to ten seconds) until the TCP port of `listen` can be bound again.
+async fn wait_until_port_free(listen: &multiaddr::Multiaddr) {
+    use multiaddr::Protocol;
+    let mut ip = None;
+    let mut port = None;
+    for p in listen.iter() {
+        match p {
+            Protocol::Ip4(a) => ip = Some(std::net::IpAddr::V4(a)),
+            Protocol::Ip6(a) => ip = Some(std::net::IpAddr::V6(a)),
+            Protocol::Tcp(p) => port = Some(p),
+            _ => {}
+        }
+    }
+    let (Some(ip), Some(port)) = (ip, port) else {
+        return;
+    };
+    if port == 0 {
+        return;
+    }
+    let addr = std::net::SocketAddr::new(ip, port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpListener::bind(addr).is_err() {
+        if Instant::now() >= deadline {
+            tracing::warn!(%addr, "the peer-to-peer port is still taken; starting anyway");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
