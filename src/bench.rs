@@ -58,9 +58,14 @@ pub struct BenchArgs {
     /// --duration seconds (default 20; quick 10).
     #[arg(long)]
     web: bool,
-    /// --web: concurrent HTTP clients.
+    /// --web, --trace: concurrent HTTP clients.
     #[arg(long, default_value_t = 64)]
     clients: usize,
+    /// Benchmark the traceability app instead: EPCIS capture throughput (100,000 events; quick
+    /// 20,000), consumer pages at --rate (default 1,000 requests/s) for --duration seconds
+    /// (default 20; quick 10) while capture keeps the chain busy, and trace-graph time.
+    #[arg(long)]
+    trace: bool,
 }
 
 struct Generator {
@@ -150,6 +155,15 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
+    if a.trace {
+        return crate::bench_trace::run(crate::bench_trace::TraceBenchArgs {
+            quick: a.quick,
+            rate: a.rate.unwrap_or(1_000),
+            duration_s: a.duration.unwrap_or(if a.quick { 10 } else { 20 }),
+            clients: a.clients.max(1),
+        })
+        .await;
+    }
     if a.web {
         return crate::bench_web::run(crate::bench_web::WebBenchArgs {
             rate: a.rate.unwrap_or(2_000),

@@ -59,7 +59,7 @@ pub async fn run(a: WebBenchArgs) -> anyhow::Result<()> {
     let node = Node::open(
         store,
         genesis,
-        chain_core::core_contracts(),
+        crate::registry(),
         NodeConfig::default(),
     )
     .await?;
@@ -123,7 +123,9 @@ pub async fn run(a: WebBenchArgs) -> anyhow::Result<()> {
         heights.len()
     );
 
-    let app = crate::web_app(&cfg, node.clone()).await?;
+    // Kept alive for the whole run: the app's background tasks stop when it is dropped.
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let app = crate::web_app(&cfg, node.clone(), stop_rx, false).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(async move {

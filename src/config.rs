@@ -44,6 +44,13 @@ pub struct Config {
     pub web_https: bool,
     /// Web UI: sign-in attempts allowed per minute, per client address and per username.
     pub signin_attempts_per_minute: u32,
+    /// Base URL printed in QR codes and labels: this node acts as the GS1 Digital Link
+    /// resolver. Default: `http://{listen}`.
+    pub public_url: Option<String>,
+    /// Counterfeit rule: a serialised code scanned by more than this many distinct scanners…
+    pub counterfeit_max_scanners: u32,
+    /// …within this many hours is flagged (warning on the consumer page, alert for the owner).
+    pub counterfeit_window_hours: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -72,6 +79,9 @@ impl Default for Config {
             timeout_propose_ms: 3_000,
             web_https: false,
             signin_attempts_per_minute: 10,
+            public_url: None,
+            counterfeit_max_scanners: 5,
+            counterfeit_window_hours: 24 * 30,
         }
     }
 }
@@ -108,6 +118,11 @@ impl Config {
         if let Ok(v) = std::env::var("TRELLIS_LISTEN") {
             cfg.listen = v;
         }
+        if let Ok(v) = std::env::var("TRELLIS_PUBLIC_URL")
+            && !v.is_empty()
+        {
+            cfg.public_url = Some(v);
+        }
         if let Ok(v) = std::env::var("TRELLIS_WEB_HTTPS") {
             cfg.web_https = v == "1" || v.eq_ignore_ascii_case("true");
         }
@@ -121,6 +136,14 @@ impl Config {
                 self.data_dir.join("chain.db").display()
             )
         })
+    }
+
+    /// The resolver's base URL (no trailing slash).
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(u) if !u.is_empty() => u.trim_end_matches('/').to_string(),
+            _ => format!("http://{}", self.listen),
+        }
     }
 
     pub fn keystore_dir(&self) -> PathBuf {

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_bft;
+mod bench_trace;
 mod bench_web;
 mod config;
 mod testnet;
@@ -57,6 +58,9 @@ enum Cmd {
     /// Run the node: consensus (single validator), API on --listen. Initialises a demo first
     /// if the data directory is empty.
     Node(NodeArgs),
+    /// Run the node like `node`, and seed the traceability demo (a dairy supply chain) if it is
+    /// not on the chain yet; prints the consumer pages to open.
+    Demo(NodeArgs),
     /// Generate a key into the keystore and print its public key and DID.
     Keygen(KeygenArgs),
     /// Build, sign and submit a transaction with a keystore key.
@@ -91,6 +95,9 @@ struct NodeArgs {
     /// Crypto suite used if a demo has to be initialised.
     #[arg(long, default_value = "ed25519-sha256")]
     suite: Suite,
+    /// On a fresh demo chain, do not seed the traceability demo data.
+    #[arg(long)]
+    no_demo: bool,
 }
 
 #[derive(Args)]
@@ -169,7 +176,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init(&cfg, &a.chain_id, a.suite, a.force)?;
             Ok(())
         }
-        Cmd::Node(a) => run_node(cfg, a).await,
+        Cmd::Node(a) => run_node(cfg, a, false).await,
+        Cmd::Demo(a) => run_node(cfg, a, true).await,
         Cmd::Keygen(a) => {
             let ks = Keystore::open(cfg.keystore_dir())?;
             let key = SigningKey::generate(a.suite.sig());
@@ -273,15 +281,20 @@ fn redact(url: &str) -> String {
 
 /// All contracts this binary carries: the core ones and, as they arrive, the apps'.
 fn registry() -> chain_core::contract::ContractRegistry {
-    chain_core::core_contracts()
+    let mut r = chain_core::core_contracts();
+    r.register(Arc::new(traceability::contract::TraceContract));
+    r
 }
 
-async fn run_node(mut cfg: Config, a: NodeArgs) -> anyhow::Result<()> {
+async fn run_node(mut cfg: Config, a: NodeArgs, demo: bool) -> anyhow::Result<()> {
     if let Some(l) = a.listen {
         cfg.listen = l;
     }
+    // A chain created here is the demo consortium: it gets the demo data unless asked not to.
+    let mut seed_demo = demo;
     if !cfg.genesis_path().exists() {
         init(&cfg, "trellis-demo", a.suite, false)?;
+        seed_demo |= !a.no_demo;
     }
     let node = open_node(&cfg).await?;
     let ks = Keystore::open(cfg.keystore_dir())?;
@@ -320,7 +333,7 @@ async fn run_node(mut cfg: Config, a: NodeArgs) -> anyhow::Result<()> {
         cfg.peer_apis.clone(),
         stop_rx.clone(),
     ));
-    let app = web_app(&cfg, node.clone())
+    let app = web_app(&cfg, node.clone(), stop_rx.clone(), seed_demo)
         .await?
         .layer(tower_http::trace::TraceLayer::new_for_http());
     tracing::info!(
@@ -349,7 +362,27 @@ async fn run_node(mut cfg: Config, a: NodeArgs) -> anyhow::Result<()> {
 
 /// The node API, the web UI and its security headers on one router. Creates the demo's web
 /// users on a fresh database and writes their one-time passwords to `<data>/web-users.txt`.
-pub async fn web_app(cfg: &Config, node: Arc<Node>) -> anyhow::Result<axum::Router> {
+pub async fn web_app(
+    cfg: &Config,
+    node: Arc<Node>,
+    stop: tokio::sync::watch::Receiver<bool>,
+    seed_demo: bool,
+) -> anyhow::Result<axum::Router> {
+    Ok(build_web(cfg, node, stop, seed_demo).await?.0)
+}
+
+/// [`web_app`], also returning the web state (custodial signing, users) and the traceability
+/// app, for the benchmarks that drive them directly.
+pub async fn build_web(
+    cfg: &Config,
+    node: Arc<Node>,
+    stop: tokio::sync::watch::Receiver<bool>,
+    seed_demo: bool,
+) -> anyhow::Result<(
+    axum::Router,
+    frontend::web::Shared,
+    traceability::app::TraceShared,
+)> {
     use frontend::auth::{Custody, SignInLimiter, Users, bootstrap_demo_users};
     let db = node.store.conn().clone();
     frontend::auth::migrate(&db)
@@ -381,13 +414,88 @@ pub async fn web_app(cfg: &Config, node: Arc<Node>) -> anyhow::Result<axum::Rout
         nav: Arc::new(frontend::web::default_nav()),
         secure_cookies: cfg.web_https,
     });
+    let trace = trace_app(cfg, &node, stop).await?;
+    if seed_demo {
+        let state = state.clone();
+        let base = cfg.public_url();
+        tokio::spawn(async move {
+            match traceability::demo::seed(&state.node, &state.custody, &base).await {
+                Ok(links) => println!(
+                    "demo data ready; consumer pages:\n  in good standing: {}\n  cold-chain excursion: {}\n  recalled: {}",
+                    links.ok, links.excursion, links.recalled
+                ),
+                Err(e) => tracing::error!("seeding the demo data failed: {e}"),
+            }
+        });
+    }
     let mut app = chain_core::api::router(node)
-        .merge(frontend::web::router(state))
+        .merge(frontend::web::router(
+            state.clone(),
+            traceability::routes(trace.clone()),
+        ))
         .layer(axum::middleware::from_fn(frontend::web::security_headers));
     if cfg.web_https {
         app = app.layer(axum::middleware::from_fn(frontend::web::hsts));
     }
-    Ok(app)
+    Ok((app, state, trace))
+}
+
+/// The traceability app: its read model (in the node's database), the indexer that keeps it in
+/// step with the chain, and the EPCIS schema validator when the official schemas are found.
+async fn trace_app(
+    cfg: &Config,
+    node: &Arc<Node>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<traceability::app::TraceShared> {
+    use traceability::epcis::validate::EpcisValidator;
+    let db = node.store.conn().clone();
+    let indexed = traceability::indexer::start(node.clone(), db.clone(), stop)
+        .await
+        .context("starting the traceability indexer")?;
+    let validator = match EpcisValidator::discover() {
+        Some(dir) => Some(Arc::new(EpcisValidator::load(&dir).with_context(|| {
+            format!("loading the EPCIS 2.0 schemas from {}", dir.display())
+        })?)),
+        None => {
+            tracing::warn!(
+                "EPCIS 2.0 JSON schemas not found (set TRELLIS_EPCIS_SCHEMA_DIR): \
+                 /epcis/capture checks events without the official schema"
+            );
+            None
+        }
+    };
+    let scan_rule = traceability::app::ScanRule {
+        max_scanners: cfg.counterfeit_max_scanners,
+        window_ms: cfg.counterfeit_window_hours.saturating_mul(3_600_000),
+    };
+    let scans = traceability::scans::ScanBook::start(db.clone(), scan_rule, scan_salt(cfg)?);
+    Ok(Arc::new(traceability::app::TraceApp {
+        node: node.clone(),
+        db,
+        indexed,
+        validator,
+        scan_rule,
+        scans,
+        max_capture_events: 100_000,
+        max_tx_bytes: cfg.max_tx_bytes,
+        public_url: cfg.public_url(),
+    }))
+}
+
+/// The salt of scanner fingerprints: random once per data directory, so counts survive
+/// restarts but fingerprints mean nothing elsewhere.
+fn scan_salt(cfg: &Config) -> anyhow::Result<[u8; 16]> {
+    let path = cfg.data_dir.join("scan-salt");
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && let Ok(bytes) = hex::decode(text.trim())
+        && let Ok(salt) = <[u8; 16]>::try_from(bytes.as_slice())
+    {
+        return Ok(salt);
+    }
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| anyhow::anyhow!("random salt: {e}"))?;
+    write_private(&path, &hex::encode(salt))?;
+    Ok(salt)
 }
 
 /// Write a file only its owner can read (it holds passwords).

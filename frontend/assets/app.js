@@ -84,9 +84,45 @@
     });
   }
 
+  // Live alerts: <div data-live-alerts="/api/v1/stream?contract=trace" data-label-excursion="…"
+  // data-label-recall="…" data-lot-href="/…/{gtin}/{lot}"> around a table. Each `alert`
+  // contract event becomes a new first row of its body, linking to the lot.
+  function bindLiveAlerts() {
+    const holder = document.querySelector('[data-live-alerts]');
+    const body = holder && holder.querySelector('tbody');
+    if (!body || !window.EventSource) return;
+    const cfg = holder.dataset;
+    const es = new EventSource(cfg.liveAlerts);
+    const status = document.getElementById(cfg.liveStatus || '');
+    es.addEventListener('open', () => { if (status) status.dataset.state = 'connected'; });
+    es.addEventListener('error', () => { if (status) status.dataset.state = 'reconnecting'; });
+    es.addEventListener('contract_event', (ev) => {
+      let e;
+      try { e = JSON.parse(ev.data); } catch (_) { return; }
+      if (!e || e.kind !== 'alert' || !e.data || typeof e.data.gtin !== 'string') return;
+      const d = e.data;
+      const kind = String(d.kind || 'alert');
+      const tr = document.createElement('tr');
+      tr.className = 'fresh';
+      tr.dataset.kind = kind;
+      tr.appendChild(cell(cfg['label' + kind.charAt(0).toUpperCase() + kind.slice(1)] || kind));
+      const href = (cfg.lotHref || '')
+        .replace('{gtin}', encodeURIComponent(d.gtin))
+        .replace('{lot}', encodeURIComponent(String(d.lot || '')));
+      tr.appendChild(cell(`${d.gtin} / ${d.lot || ''}`, href || undefined));
+      tr.appendChild(cell(String(d.count ?? '')));
+      tr.appendChild(cell(`#${e.height}`, `/explorer/blocks/${e.height}`));
+      const empty = body.querySelector('tr.empty-row');
+      if (empty) empty.remove();
+      body.insertBefore(tr, body.firstChild);
+      while (body.rows.length > 50) body.deleteRow(body.rows.length - 1);
+    });
+  }
+
   function start() {
     bindCopy(document);
     bindLiveBlocks();
+    bindLiveAlerts();
   }
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start);
   else start();

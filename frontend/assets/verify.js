@@ -599,6 +599,8 @@
         ev.preventDefault();
         run(button);
       });
+      // Pages whose point is the check (the consumer page) run it on load.
+      if (button.hasAttribute('data-verify-auto')) run(button);
     }
   }
 

@@ -553,6 +553,63 @@ impl Custody {
     }
 }
 
+impl Custody {
+    /// Sign several calls with the key under `label`, with consecutive nonces, and admit them
+    /// in that order without waiting for their commits (bulk work such as an EPCIS capture
+    /// split over several transactions). Returns the transaction ids. On an admission error
+    /// the calls admitted before it stay admitted; the error says which call failed.
+    pub async fn submit_many(
+        &self,
+        node: &Arc<Node>,
+        label: &str,
+        calls: Vec<(String, String, Vec<u8>)>,
+    ) -> Result<Vec<chain_core::crypto::Digest>, (usize, CallError)> {
+        let key = self.key(label).await.map_err(|e| (0, e))?;
+        let lock = self
+            .locks
+            .lock()
+            .entry(label.to_string())
+            .or_default()
+            .clone();
+        let _one_at_a_time = lock.lock().await;
+        let account = node.account(&key.public_key()).await.map_err(|e| {
+            (
+                0,
+                CallError::Chain {
+                    code: "internal".into(),
+                    message: e.to_string(),
+                },
+            )
+        })?;
+        let mut ids = Vec::with_capacity(calls.len());
+        for (i, (contract, method, args)) in calls.into_iter().enumerate() {
+            let tx = chain_core::types::build_tx(
+                node.info.suite,
+                &node.info.chain_id,
+                &key,
+                account.next_nonce + i as u64,
+                now_ms() + 300_000,
+                &contract,
+                &method,
+                args,
+            );
+            match node.submit(tx.bytes(), None).await {
+                Ok(_) => ids.push(tx.id()),
+                Err(e) => {
+                    return Err((
+                        i,
+                        CallError::Chain {
+                            code: e.code.to_string(),
+                            message: e.message,
+                        },
+                    ));
+                }
+            }
+        }
+        Ok(ids)
+    }
+}
+
 /// Write the database rows of the demo's web users: one per organisation admin whose key is
 /// in this node's keystore (`{org}-{name}` labels), each with a random password. Returns
 /// (username, password) pairs for the operator; does nothing when users exist.

@@ -454,7 +454,7 @@ fn pretty_args(args: &[u8]) -> String {
 /// The validator set that signed block `height`, as this node (which verified every block)
 /// knows it, in hex: the browser checks the bundle's signatures against it rather than
 /// against the set the bundle carries.
-async fn trusted_set_hex(v: &Viewer, height: u64) -> Option<String> {
+pub async fn trusted_set_hex(v: &Viewer, height: u64) -> Option<String> {
     match v.node().validator_set_at(height).await {
         Ok(Some(set)) => Some(hex::encode(set.encode())),
         _ => None,
@@ -462,7 +462,7 @@ async fn trusted_set_hex(v: &Viewer, height: u64) -> Option<String> {
 }
 
 /// The in-browser verification block for a proof bundle at `url`.
-fn verify_block(v: &Viewer, url: String, trusted_set: Option<String>) -> AnyView {
+pub fn verify_block(v: &Viewer, url: String, trusted_set: Option<String>) -> AnyView {
     if v.node().info.suite != Suite::Ed25519Sha256 {
         return view! { <Notice tone=Tone::Warn message=t("verify.sm2")/> }.into_any();
     }

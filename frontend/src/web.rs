@@ -50,7 +50,7 @@ pub fn default_nav() -> Vec<NavItem> {
         NavItem {
             label: "nav.traceability",
             href: "/traceability",
-            ready: false,
+            ready: true,
             signed_in_only: false,
         },
         NavItem {
@@ -637,10 +637,12 @@ pub fn bad_request(v: &Viewer, detail: String) -> Response {
     v.error(StatusCode::BAD_REQUEST, "state.error", Some(detail))
 }
 
-/// All web pages (explorer, administration, sign-in) and assets. The root binary merges this
-/// with the node API and the apps' routers and adds [`security_headers`].
-pub fn router(state: Shared) -> Router {
+/// All web pages (explorer, administration, sign-in), the apps' pages and routes (`apps`, which
+/// share the viewer, language and CSRF handling) and assets. The root binary merges this with
+/// the node API and adds [`security_headers`].
+pub fn router(state: Shared, apps: Router<Shared>) -> Router {
     Router::new()
+        .merge(apps)
         .route("/", get(home))
         .route("/signin", get(sign_in_form).post(sign_in))
         .route("/signout", post(sign_out))

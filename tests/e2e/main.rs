@@ -8,4 +8,5 @@ mod common;
 mod crash;
 mod governance;
 mod interop;
+mod trace;
 mod web;

@@ -20,27 +20,27 @@ use chain_core::types::{ValidatorSet, build_tx};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_trellis");
-const PASS: &str = "web-test-passphrase";
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_trellis");
+pub(crate) const PASS: &str = "web-test-passphrase";
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
 }
 
-fn screenshot_dir() -> PathBuf {
+pub(crate) fn screenshot_dir() -> PathBuf {
     let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
     std::fs::create_dir_all(&d).expect("screenshot dir");
     d
 }
 
 /// The real node binary with a demo chain in a temp dir; killed on drop.
-struct NodeProc {
+pub(crate) struct NodeProc {
     child: Child,
-    url: String,
-    dir: tempfile::TempDir,
+    pub(crate) url: String,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Drop for NodeProc {
@@ -51,7 +51,13 @@ impl Drop for NodeProc {
 }
 
 impl NodeProc {
-    async fn start() -> Self {
+    /// A fresh demo chain without the traceability demo data.
+    pub(crate) async fn start() -> Self {
+        Self::start_with(&["--no-demo"]).await
+    }
+
+    /// A fresh demo chain; `flags` go to `trellis node` (e.g. `--no-demo`).
+    pub(crate) async fn start_with(flags: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let db_url = crate::common::fresh_database(dir.path()).await;
         let port = free_port();
@@ -59,7 +65,9 @@ impl NodeProc {
         let child = Command::new(BIN)
             .arg("--data-dir")
             .arg(dir.path())
-            .args(["node", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("node")
+            .args(flags)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
             .env("TRELLIS_PASSPHRASE", PASS)
             .env("TRELLIS_FAST_KDF", "1")
             .env("DATABASE_URL", &db_url)
@@ -87,12 +95,12 @@ impl NodeProc {
         n
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("node.log")).unwrap_or_default()
     }
 
     /// (username, password) of the demo organisation admins.
-    fn demo_users(&self) -> Vec<(String, String)> {
+    pub(crate) fn demo_users(&self) -> Vec<(String, String)> {
         let text = std::fs::read_to_string(self.dir.path().join("web-users.txt"))
             .expect("web-users.txt written at first start");
         text.lines()
@@ -104,7 +112,7 @@ impl NodeProc {
             .collect()
     }
 
-    fn password_of(&self, user: &str) -> String {
+    pub(crate) fn password_of(&self, user: &str) -> String {
         self.demo_users()
             .into_iter()
             .find(|(u, _)| u == user)
@@ -113,7 +121,7 @@ impl NodeProc {
     }
 
     /// Anchor a document with `acme-admin`'s key through the API; returns the tx id.
-    async fn anchor(&self, doc: &str) -> String {
+    pub(crate) async fn anchor(&self, doc: &str) -> String {
         let ks = Keystore::open(self.dir.path().join("keystore")).expect("keystore");
         let key = ks.load("acme-admin", PASS).expect("key");
         let client = reqwest::Client::new();
@@ -161,7 +169,7 @@ impl NodeProc {
 }
 
 /// chromedriver + a headless Chromium session; both cleaned up on drop.
-struct Browser {
+pub(crate) struct Browser {
     client: Option<Client>,
     driver: Child,
     _profile: tempfile::TempDir,
@@ -182,7 +190,7 @@ fn find_exe(names: &[&str]) -> Option<PathBuf> {
 }
 
 impl Browser {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let chromium = find_exe(&["chromium", "chromium-browser"])
             .expect("chromium is not installed: run ./scripts/test, which installs it");
         let driver_bin = find_exe(&["chromedriver"])
@@ -225,18 +233,18 @@ impl Browser {
         }
     }
 
-    fn c(&self) -> &Client {
+    pub(crate) fn c(&self) -> &Client {
         self.client.as_ref().expect("client")
     }
 
-    async fn shot(&self, name: &str) {
+    pub(crate) async fn shot(&self, name: &str) {
         let png = self.c().screenshot().await.expect("screenshot");
         std::fs::write(screenshot_dir().join(format!("{name}.png")), png).expect("write png");
     }
 
     /// Text of the first element matching `css`. A click that submits a form may still be
     /// replacing the page: an element of the old page that went stale is looked up again.
-    async fn text_of(&self, css: &str) -> String {
+    pub(crate) async fn text_of(&self, css: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let found = self
@@ -258,7 +266,7 @@ impl Browser {
     }
 
     /// Wait until the page's heading is `want`.
-    async fn expect_h1(&self, want: &str) {
+    pub(crate) async fn expect_h1(&self, want: &str) {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let h1 = self.text_of("h1").await;
@@ -272,7 +280,7 @@ impl Browser {
 
     /// The page's text once it contains `needle` (the page after a form post may take a moment
     /// to replace the one before it).
-    async fn wait_text(&self, needle: &str) -> String {
+    pub(crate) async fn wait_text(&self, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let body = self.body_text().await;
@@ -287,17 +295,17 @@ impl Browser {
         }
     }
 
-    async fn body_text(&self) -> String {
+    pub(crate) async fn body_text(&self) -> String {
         self.text_of("body").await
     }
 
-    async fn fill(&self, css: &str, value: &str) {
+    pub(crate) async fn fill(&self, css: &str, value: &str) {
         let e = self.c().find(Locator::Css(css)).await.expect(css);
         e.clear().await.expect("clear");
         e.send_keys(value).await.expect("type");
     }
 
-    async fn click(&self, css: &str) {
+    pub(crate) async fn click(&self, css: &str) {
         self.c()
             .find(Locator::Css(css))
             .await
@@ -308,7 +316,7 @@ impl Browser {
     }
 
     /// Click "Verify in this browser" and wait for the outcome: (result attribute, text shown).
-    async fn verify_in_page(&self) -> (String, String) {
+    pub(crate) async fn verify_in_page(&self) -> (String, String) {
         self.click("#verify-button").await;
         let out = self
             .c()
@@ -325,7 +333,7 @@ impl Browser {
         (result, out.text().await.expect("text"))
     }
 
-    async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         if let Some(c) = self.client.take() {
             let _ = c.close().await;
         }

@@ -420,6 +420,9 @@ struct CaptureArgs {
     /// The capturing document's `@context` (namespace prefixes of user extensions).
     #[serde(default)]
     context: Value,
+    /// Fields the capturing document declared as not part of its events (`ignoreFields`).
+    #[serde(default)]
+    ignore_fields: Vec<String>,
     /// Each event's JSON exactly as stored and served; its SHA-256 is anchored.
     events: Vec<String>,
 }
@@ -445,7 +448,7 @@ fn capture(ctx: &mut CallContext<'_>, a: CaptureArgs) -> Result<(), ContractErro
         };
         let event: Value = serde_json::from_str(raw)
             .map_err(|e| ContractError::invalid_args(format!("event {i} is not JSON: {e}")))?;
-        let hash_id = ids::event_hash_id(&event, &a.context).map_err(at)?;
+        let hash_id = ids::event_hash_id(&event, &a.context, &a.ignore_fields).map_err(at)?;
         let hex_id = ids::hash_hex(&hash_id).map_err(at)?;
         if !seen.insert(hex_id.clone()) || ctx.get_json::<EventAnchor>(&event_key(&hex_id))?.is_some()
         {

@@ -26,8 +26,8 @@ pub mod entities {
 
     pub mod trace_event {
         use sea_orm::entity::prelude::*;
-        /// One anchored EPCIS event. `seq` is the chain position (`height << 20 | tx << ?`),
-        /// assigned by the indexer in chain order, so paging by `seq` is stable.
+        /// One anchored EPCIS event. `seq` is its chain position (see `indexer::event_seq`), so
+        /// paging by `seq` is stable and follows capture order.
         #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
         #[sea_orm(table_name = "trace_event")]
         pub struct Model {
@@ -53,6 +53,9 @@ pub mod entities {
             pub tx_id: String,
             /// The event exactly as anchored (its SHA-256 is in chain state).
             pub json: String,
+            /// The capturing document's `@context`, when it declared more than the standard
+            /// one (needed to read the event's extension fields on their own).
+            pub context: Option<String>,
         }
         #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
         pub enum Relation {}
@@ -148,6 +151,25 @@ pub mod entities {
         impl ActiveModelBehavior for ActiveModel {}
     }
 
+    pub mod trace_cert {
+        use sea_orm::entity::prelude::*;
+        /// Certificates anchored on chain, by what they certify (GTIN, `gtin/lot` or GLN); the
+        /// certificate itself is read from chain state.
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "trace_cert")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub id: String,
+            #[sea_orm(indexed)]
+            pub subject: String,
+            pub kind: String,
+            pub height: i64,
+        }
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+
     pub mod trace_scan {
         use sea_orm::entity::prelude::*;
         /// Consumer scans of a code: who (a salted hash of the scanner) and when.
@@ -209,6 +231,10 @@ mod migrations {
             table!(trace_alert::Entity);
             table!(trace_capture::Entity);
             table!(trace_scan::Entity);
+            table!(trace_cert::Entity);
+            for stmt in schema.create_index_from_entity(trace_cert::Entity) {
+                m.create_index(stmt.if_not_exists().to_owned()).await?;
+            }
             for stmt in schema.create_index_from_entity(trace_event::Entity) {
                 m.create_index(stmt.if_not_exists().to_owned()).await?;
             }
@@ -261,6 +287,3 @@ pub async fn set_indexed_height<C: ConnectionTrait>(db: &C, h: u64) -> Result<()
     .await?;
     Ok(())
 }
-
-#[allow(unused_imports)]
-use {QueryOrder as _, QuerySelect as _, TransactionTrait as _, ColumnTrait as _, QueryFilter as _};

@@ -120,23 +120,9 @@ impl Context {
         if let Some(c) = document.get("@context") {
             ctx.add_context(c);
         }
-        let body = document.get("epcisBody");
-        let results = body.and_then(|b| b.get("queryResults"));
-        let levels = [
-            Some(document),
-            body,
-            results,
-            results.and_then(|r| r.get("resultsBody")),
-        ];
-        for map in levels.into_iter().flatten().filter_map(Value::as_object) {
-            for (key, value) in map {
-                if key == "ignoreFields" || key.ends_with(":ignoreFields") {
-                    for name in as_list(value).iter().filter_map(|v| v.as_str()) {
-                        let expanded = ctx.expand_key(name);
-                        ctx.ignored.insert(expanded);
-                    }
-                }
-            }
+        for name in ignore_fields_of(document) {
+            let expanded = ctx.expand_key(&name);
+            ctx.ignored.insert(expanded);
         }
         ctx
     }
@@ -215,6 +201,28 @@ impl Context {
             || self.ignored.contains(expanded)
             || self.ignored.contains(key)
     }
+}
+
+/// The field names a document lists in `ignoreFields` extensions at document, body or
+/// query-result level, as written (CURIEs or plain keys).
+pub fn ignore_fields_of(document: &Value) -> Vec<String> {
+    let body = document.get("epcisBody");
+    let results = body.and_then(|b| b.get("queryResults"));
+    let levels = [
+        Some(document),
+        body,
+        results,
+        results.and_then(|r| r.get("resultsBody")),
+    ];
+    let mut out = Vec::new();
+    for map in levels.into_iter().flatten().filter_map(Value::as_object) {
+        for (key, value) in map {
+            if key == "ignoreFields" || key.ends_with(":ignoreFields") {
+                out.extend(as_list(value).iter().filter_map(|v| v.as_str()).map(str::to_owned));
+            }
+        }
+    }
+    out
 }
 
 /// The events of an EPCIS document (`epcisBody.eventList` or `epcisBody.event`), of a query
