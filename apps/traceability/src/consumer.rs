@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use axum::extract::Extension;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use axum_extra::extract::cookie::CookieJar;
 use chain_core::node::now_ms;
 use frontend::components::*;
 use frontend::i18n::{Lang, t};
@@ -223,7 +223,7 @@ pub async fn certificates(app: &TraceShared, subjects: Vec<String>) -> Vec<Certi
 #[component]
 pub fn ColdChainChart(
     #[prop(into)] title: String,
-    /// (time ms, °C)
+    // (time ms, °C)
     points: Vec<(i64, f64)>,
     band: Option<(f64, f64)>,
 ) -> impl IntoView {
@@ -667,22 +667,14 @@ pub async fn resolve(
         .into_any()
     });
     if let Some(c) = new_cookie {
-        let cookie = Cookie::build((SCANNER_COOKIE, c))
-            .path("/")
-            .http_only(true)
-            .same_site(SameSite::Lax)
-            .secure(v.state.secure_cookies)
-            .max_age(time_one_year())
-            .build();
-        if let Ok(h) = HeaderValue::from_str(&cookie.to_string()) {
+        // A year: the rule counts phones over weeks, and the value says nothing about anyone.
+        let secure = if v.state.secure_cookies { "; Secure" } else { "" };
+        let cookie = format!("{SCANNER_COOKIE}={c}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax{secure}");
+        if let Ok(h) = HeaderValue::from_str(&cookie) {
             resp.headers_mut().append(header::SET_COOKIE, h);
         }
     }
     resp.into_response()
-}
-
-fn time_one_year() -> axum_extra::extract::cookie::time::Duration {
-    axum_extra::extract::cookie::time::Duration::days(365)
 }
 
 fn internal(v: &Viewer, e: impl std::fmt::Display) -> Response {

@@ -721,9 +721,6 @@ fn offer_handover(ctx: &mut CallContext<'_>, a: OfferArgs) -> Result<(), Contrac
     if a.lots.is_empty() || a.lots.len() > 1000 {
         return Err(ContractError::invalid_args("a handover covers 1 to 1000 lots"));
     }
-    if a.to_org == m.org {
-        return Err(ContractError::invalid_args("a handover goes to another organisation"));
-    }
     let org: Option<system::Organisation> = ctx.get_json_in(system::NAME, &format!("org/{}", a.to_org))?;
     if !org.is_some_and(|o| o.status == system::Status::Active) {
         return Err(ContractError::not_found(format!(
@@ -752,6 +749,10 @@ fn offer_handover(ctx: &mut CallContext<'_>, a: OfferArgs) -> Result<(), Contrac
             ));
         }
         lots.push(r);
+    }
+    // Checked after custody: someone who holds nothing has no handover to address.
+    if a.to_org == m.org {
+        return Err(ContractError::invalid_args("a handover goes to another organisation"));
     }
     let h = Handover {
         id: a.id.clone(),

@@ -479,7 +479,7 @@ async fn follow_job(app: TraceShared, id: String, tx_ids: Vec<chain_core::crypto
     let mut error = None;
     for (i, tx_id) in tx_ids.iter().enumerate() {
         let row = loop {
-            match app.node.store.tx(tx_id.as_bytes()).await {
+            match app.node.store.tx(&tx_id.bytes).await {
                 Ok(Some(row)) => break Some(row),
                 Ok(None) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(25)).await;

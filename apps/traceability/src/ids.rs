@@ -141,7 +141,8 @@ mod tests {
         assert_eq!(
             parse_epc("urn:epc:id:sgtin:0614141.107346.2017").unwrap(),
             Epc::Item {
-                gtin: "00614141073467".into(),
+                // The item reference's first digit is the GTIN's indicator digit.
+                gtin: "10614141073464".into(),
                 serial: "2017".into()
             }
         );

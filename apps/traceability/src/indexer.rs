@@ -348,8 +348,7 @@ async fn write_block(
                     .do_nothing()
                     .to_owned(),
             )
-            .do_nothing()
-            .exec(&txn)
+            .exec_without_returning(&txn)
             .await?;
     }
     store::set_indexed_height(&txn, height).await?;

@@ -3,10 +3,7 @@
 //! which never go on chain. Everything but scans and pending capture jobs can be rebuilt from
 //! the chain: the indexer remembers the last height it applied, in the same database.
 
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
-};
+use sea_orm::{ActiveValue::Set, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait};
 use sea_orm_migration::prelude::*;
 
 pub mod entities {
@@ -232,22 +229,22 @@ mod migrations {
             table!(trace_capture::Entity);
             table!(trace_scan::Entity);
             table!(trace_cert::Entity);
-            for stmt in schema.create_index_from_entity(trace_cert::Entity) {
+            for mut stmt in schema.create_index_from_entity(trace_cert::Entity) {
                 m.create_index(stmt.if_not_exists().to_owned()).await?;
             }
-            for stmt in schema.create_index_from_entity(trace_event::Entity) {
+            for mut stmt in schema.create_index_from_entity(trace_event::Entity) {
                 m.create_index(stmt.if_not_exists().to_owned()).await?;
             }
-            for stmt in schema.create_index_from_entity(trace_event_epc::Entity) {
+            for mut stmt in schema.create_index_from_entity(trace_event_epc::Entity) {
                 m.create_index(stmt.if_not_exists().to_owned()).await?;
             }
-            for stmt in schema.create_index_from_entity(trace_reading::Entity) {
+            for mut stmt in schema.create_index_from_entity(trace_reading::Entity) {
                 m.create_index(stmt.if_not_exists().to_owned()).await?;
             }
-            for stmt in schema.create_index_from_entity(trace_alert::Entity) {
+            for mut stmt in schema.create_index_from_entity(trace_alert::Entity) {
                 m.create_index(stmt.if_not_exists().to_owned()).await?;
             }
-            for stmt in schema.create_index_from_entity(trace_scan::Entity) {
+            for mut stmt in schema.create_index_from_entity(trace_scan::Entity) {
                 m.create_index(stmt.if_not_exists().to_owned()).await?;
             }
             Ok(())
@@ -269,7 +266,7 @@ pub async fn indexed_height<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
     Ok(trace_meta::Entity::find_by_id(INDEXED_HEIGHT.to_string())
         .one(db)
         .await?
-        .map_or(0, |m| m.value.max(0) as u64))
+        .map_or(0, |m| std::cmp::max(m.value, 0) as u64))
 }
 
 pub async fn set_indexed_height<C: ConnectionTrait>(db: &C, h: u64) -> Result<(), DbErr> {
