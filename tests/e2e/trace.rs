@@ -148,8 +148,14 @@ impl Epcis {
     }
 }
 
+/// Percent-encodes everything but unreserved characters (path segments and query values).
 fn enc(s: &str) -> String {
-    frontend::components::urlencode(s)
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// An event as captured, for comparison with what the query returns: the repository adds
@@ -208,18 +214,32 @@ async fn epcis_conformance_capture_query_and_hash_vectors() {
         for (event, ctx) in events {
             let hash = event_hash_id(event, &ctx).expect("hash");
             let id = event["eventID"].as_str().unwrap_or(&hash).to_string();
-            let (status, found) = api.get(&format!("/epcis/events/{}", enc(&id))).await;
-            assert_eq!(status, 200, "{name}: event {id}: {found}");
-            // Another example may carry an event with the same eventID: then look among all.
-            let want = without_context(event.clone());
-            if comparable(found.clone(), event) != want {
-                let all = api.query_all(&format!("EQ_eventID={}", enc(&id))).await;
-                assert!(
-                    all.into_iter().any(|e| comparable(e, event) == want),
-                    "{name}: event {id} does not come back equal"
-                );
+            // The event as stored: by its ID, by its hash ID (an identical event captured
+            // earlier under another ID), or among all events sharing its ID.
+            let mut candidates = Vec::new();
+            for key in [&id, &hash] {
+                let (status, found) = api.get(&format!("/epcis/events/{}", enc(key))).await;
+                if status == 200 {
+                    candidates.push(found);
+                }
             }
-            captured.entry(hash).or_insert_with(|| want.clone());
+            candidates.extend(api.query_all(&format!("EQ_eventID={}", enc(&id))).await);
+            let same: Vec<&Value> = candidates
+                .iter()
+                .filter(|e| event_hash_id(e, &ctx).ok().as_deref() == Some(hash.as_str()))
+                .collect();
+            assert!(!same.is_empty(), "{name}: event {id} ({hash}) is not stored");
+            let declared = if event.get("errorDeclaration").is_some() { ":declaration" } else { "" };
+            let want = without_context(event.clone());
+            let key = format!("{hash}{declared}");
+            if !captured.contains_key(&key) {
+                // First capture of this event: it comes back equal.
+                assert!(
+                    same.iter().any(|e| comparable((*e).clone(), event) == want),
+                    "{name}: event {id} does not come back equal: {same:?}"
+                );
+                captured.insert(key, want);
+            }
         }
     }
 
@@ -231,13 +251,12 @@ async fn epcis_conformance_capture_query_and_hash_vectors() {
     assert!(again["duplicates"].as_u64().unwrap_or(0) > 0, "{again}");
     let all = api.query_all("perPage=1000").await;
     assert_eq!(all.len(), before, "a repeated capture adds no events");
-    assert_eq!(all.len(), captured.len(), "one stored event per distinct hash ID");
+    assert_eq!(all.len(), captured.len(), "one stored event per distinct hash ID (and correction)");
 
     // Paging: small pages add up to the whole, in order, without repeats.
     let paged = api.query_all("perPage=7").await;
     assert_eq!(paged.len(), all.len());
-    let ids: BTreeSet<String> = paged.iter().map(|e| e["eventID"].to_string()).collect();
-    assert!(ids.len() >= all.len() - 2, "pages repeat events");
+    assert!(paged == all, "pages of 7 give the same events in the same order");
 
     // Queries: the server's answer (index narrowing + paging) equals the standard's rule
     // applied to every stored event.

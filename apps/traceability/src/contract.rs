@@ -437,6 +437,8 @@ fn capture(ctx: &mut CallContext<'_>, a: CaptureArgs) -> Result<(), ContractErro
     }
     let mut stored = 0u64;
     let mut duplicates = 0u64;
+    // Indexes of the events not stored, so the read model mirrors exactly what the chain kept.
+    let mut skipped = Vec::new();
     let mut seen = BTreeSet::new();
     for (i, raw) in a.events.iter().enumerate() {
         let at = |e: ContractError| match e {
@@ -450,26 +452,47 @@ fn capture(ctx: &mut CallContext<'_>, a: CaptureArgs) -> Result<(), ContractErro
             .map_err(|e| ContractError::invalid_args(format!("event {i} is not JSON: {e}")))?;
         let hash_id = ids::event_hash_id(&event, &a.context, &a.ignore_fields).map_err(at)?;
         let hex_id = ids::hash_hex(&hash_id).map_err(at)?;
-        if !seen.insert(hex_id.clone()) || ctx.get_json::<EventAnchor>(&event_key(&hex_id))?.is_some()
-        {
+        let digest = hex::encode(Sha256::digest(raw.as_bytes()));
+        // An event with an error declaration has the hash ID of the event it corrects (the
+        // declaration is not hashed): it is kept once, as the correction of that event.
+        let declares_error = event.get("errorDeclaration").is_some();
+        let key = event_key(&hex_id);
+        if !seen.insert((hex_id.clone(), declares_error)) {
             duplicates += 1;
+            skipped.push(i);
             continue;
+        }
+        match ctx.get_json::<EventAnchor>(&key)? {
+            Some(mut anchor) if declares_error && anchor.error_declaration.is_none() => {
+                anchor.error_declaration = Some(digest);
+                ctx.set_json(&key, &anchor)?;
+                stored += 1;
+                continue;
+            }
+            Some(_) => {
+                duplicates += 1;
+                skipped.push(i);
+                continue;
+            }
+            None => {}
         }
         apply_event_links(ctx, &event, &m.org).map_err(at)?;
         let anchor = EventAnchor {
             event_hash_id: hash_id,
-            digest: hex::encode(Sha256::digest(raw.as_bytes())),
+            error_declaration: declares_error.then(|| digest.clone()),
+            digest,
             event_type: event["type"].as_str().unwrap_or_default().to_string(),
             capture_id: a.capture_id.clone(),
             by: m.id(),
             height: ctx.block.height,
         };
-        ctx.set_json(&event_key(&hex_id), &anchor)?;
+        ctx.set_json(&key, &anchor)?;
         stored += 1;
     }
     ctx.emit(
         "captured",
-        &json!({"capture_id": a.capture_id, "stored": stored, "duplicates": duplicates, "by": m.org}),
+        &json!({"capture_id": a.capture_id, "stored": stored, "duplicates": duplicates,
+                "skipped": skipped, "by": m.org}),
     )
 }
 

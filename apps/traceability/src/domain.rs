@@ -203,6 +203,10 @@ pub struct EventAnchor {
     pub capture_id: String,
     pub by: String,
     pub height: u64,
+    /// SHA-256 (hex) of the captured event that declared this one erroneous (EPCIS error
+    /// declaration: same hash ID, plus `errorDeclaration`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_declaration: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

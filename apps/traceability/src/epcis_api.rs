@@ -7,7 +7,7 @@
 //! whose `type` is the EPCIS exception (`epcisException:ValidationException`, …) and which add
 //! a stable `code` and, for invalid documents, the JSON `pointer` of the first offending field.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -124,48 +124,87 @@ async fn caller(v: &Viewer, headers: &HeaderMap) -> Result<Caller, Response> {
         return Err(unauthorized());
     };
     let state = &v.state;
-    if !state.limiter.allow(v.ip, user) {
-        let mut r = problem(
-            StatusCode::TOO_MANY_REQUESTS,
-            "SecurityException",
-            "rate_limited",
-            "too many sign-in attempts; wait a minute".into(),
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
-        return Err(r);
-    }
-    match state.users.authenticate(user, password.to_string()).await {
-        Ok(Ok(u)) => {
-            let member: Option<chain_core::system::Member> = state
-                .node
-                .state_json(
-                    chain_core::system::NAME,
-                    &format!("member/{}", u.member),
-                )
-                .await
-                .ok()
-                .flatten();
-            let roles = member
-                .filter(|m| m.status == chain_core::system::Status::Active)
-                .map(|m| m.roles)
-                .unwrap_or_default();
-            Ok(Caller {
-                roles,
-                key_label: u.key_label,
-            })
+    let cache_key = app_cache_key(user, password);
+    let cached = BASIC_CACHE
+        .lock()
+        .get(&cache_key)
+        .filter(|(_, _, at)| at.elapsed() < BASIC_CACHE_TTL)
+        .map(|(member, label, _)| (member.clone(), label.clone()));
+    let (member_id, key_label) = match cached {
+        Some(x) => x,
+        None => {
+            // Only password checks count against the sign-in limit (and cost Argon2 time).
+            if !state.limiter.allow(v.ip, user) {
+                let mut r = problem(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "SecurityException",
+                    "rate_limited",
+                    "too many sign-in attempts; wait a minute".into(),
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+                return Err(r);
+            }
+            match state.users.authenticate(user, password.to_string()).await {
+                Ok(Ok(u)) => {
+                    let mut cache = BASIC_CACHE.lock();
+                    if cache.len() >= 10_000 {
+                        cache.clear();
+                    }
+                    cache.insert(
+                        cache_key,
+                        (u.member.clone(), u.key_label.clone(), std::time::Instant::now()),
+                    );
+                    (u.member, u.key_label)
+                }
+                Ok(Err(_)) => return Err(unauthorized()),
+                Err(e) => {
+                    tracing::error!("basic authentication failed: {e}");
+                    return Err(problem(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "ImplementationException",
+                        "internal",
+                        "the user store could not be read".into(),
+                    ));
+                }
+            }
         }
-        Ok(Err(_)) => Err(unauthorized()),
-        Err(e) => {
-            tracing::error!("basic authentication failed: {e}");
-            Err(problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "ImplementationException",
-                "internal",
-                "the user store could not be read".into(),
-            ))
-        }
-    }
+    };
+    // Roles come from the chain on every request, so a revoked member loses access at once.
+    let member: Option<chain_core::system::Member> = state
+        .node
+        .state_json(chain_core::system::NAME, &format!("member/{member_id}"))
+        .await
+        .ok()
+        .flatten();
+    let roles = member
+        .filter(|m| m.status == chain_core::system::Status::Active)
+        .map(|m| m.roles)
+        .unwrap_or_default();
+    Ok(Caller { roles, key_label })
+}
+
+/// Verified Basic credentials, by a salted hash of user and password, for a few minutes: API
+/// clients send them with every request, and an Argon2 check each time would cost more than
+/// the request. A changed password takes effect within the lifetime of an entry.
+const BASIC_CACHE_TTL: Duration = Duration::from_secs(300);
+
+type BasicCache = HashMap<[u8; 32], (String, String, std::time::Instant)>;
+
+static BASIC_CACHE: std::sync::LazyLock<parking_lot::Mutex<BasicCache>> =
+    std::sync::LazyLock::new(|| parking_lot::Mutex::new(HashMap::new()));
+
+static BASIC_SALT: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(frontend::auth::random_token);
+
+fn app_cache_key(user: &str, password: &str) -> [u8; 32] {
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    h.update(BASIC_SALT.as_bytes());
+    h.update(user.as_bytes());
+    h.update([0]);
+    h.update(password.as_bytes());
+    h.finalize().into()
 }
 
 // ------------------------------------------------------------------------------ capture
@@ -942,9 +981,19 @@ async fn event_by_id(
     if let Err(r) = caller(&v, &headers).await {
         return r;
     }
+    // A corrected event has two rows with one eventID: the correction is the newer. A CBV
+    // hash ID also finds an event stored under its own eventID (the same event captured again
+    // under another ID is not stored twice).
+    let by_hash = ids::hash_hex(&id).ok();
+    let mut cond = Condition::any().add(trace_event::Column::EventId.eq(id.clone()));
+    if let Some(hex) = &by_hash {
+        cond = cond
+            .add(trace_event::Column::Hash.eq(hex.clone()))
+            .add(trace_event::Column::Hash.eq(format!("{hex}:declaration")));
+    }
     let found = trace_event::Entity::find()
-        .filter(trace_event::Column::EventId.eq(id.clone()))
-        .order_by_asc(trace_event::Column::Seq)
+        .filter(cond)
+        .order_by_desc(trace_event::Column::Seq)
         .one(&app.db)
         .await;
     match found {
@@ -988,7 +1037,8 @@ pub fn routes() -> Router<Shared> {
         )
         .route("/epcis/capture/{id}", get(capture_job))
         .route("/epcis/events", get(events))
-        .route("/epcis/events/{id}", get(event_by_id))
+        // Event IDs are URIs: a client may leave their slashes unescaped.
+        .route("/epcis/events/{*id}", get(event_by_id))
 }
 
 #[cfg(test)]

@@ -166,7 +166,11 @@ pub async fn index_block(node: &Node, db: &DatabaseConnection, height: u64) -> R
                     continue;
                 };
                 let context = extra_context(&a.context);
+                let skipped = skipped_events(&row.receipt);
                 for (i, raw) in a.events.iter().enumerate() {
+                    if skipped.contains(&i) {
+                        continue;
+                    }
                     let Ok(event) = serde_json::from_str::<Value>(raw) else {
                         continue;
                     };
@@ -179,6 +183,12 @@ pub async fn index_block(node: &Node, db: &DatabaseConnection, height: u64) -> R
                     };
                     let Ok(k) = index_keys(&event) else {
                         continue;
+                    };
+                    // A correction (error declaration) is a second row under its own key.
+                    let hex = if event.get("errorDeclaration").is_some() {
+                        format!("{hex}:declaration")
+                    } else {
+                        hex
                     };
                     let seq = event_seq(height, idx, i);
                     for e in &k.epcs {
@@ -268,6 +278,27 @@ pub async fn index_block(node: &Node, db: &DatabaseConnection, height: u64) -> R
     write_block(db, height, events, epcs, readings, alerts, certs)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Indexes of the events a `captured` receipt event says were not stored (duplicates).
+fn skipped_events(receipt: &[u8]) -> std::collections::HashSet<usize> {
+    Receipt::decode(receipt)
+        .ok()
+        .and_then(|r| {
+            r.events
+                .iter()
+                .find(|e| e.kind == "captured")
+                .and_then(|e| serde_json::from_slice::<Value>(&e.data).ok())
+        })
+        .and_then(|d| {
+            d["skipped"].as_array().map(|l| {
+                l.iter()
+                    .filter_map(Value::as_u64)
+                    .map(|i| i as usize)
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
 }
 
 /// Rows per INSERT statement: well under SQLite's 32,766 bound parameters.
