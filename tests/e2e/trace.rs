@@ -430,6 +430,17 @@ async fn traceability_pages_in_a_real_browser() {
         .expect("the phone's browser checks the proof by itself");
     assert_eq!(verified.attr("data-verify-result").await.expect("attr").as_deref(), Some("ok"));
     b.shot("consumer-ok").await;
+    // Mobile first: nothing on the page is wider than the phone's screen.
+    let wide = c
+        .execute(
+            "const w = document.documentElement.clientWidth; const wide = [...document.querySelectorAll('body *')].filter(e => !e.closest('.menu, .table-wrap') && e.getBoundingClientRect().right > w + 1).map(e => e.tagName + '.' + e.className).slice(0, 10); if (document.documentElement.scrollWidth > w + 1) wide.push('page scrolls sideways: ' + document.documentElement.scrollWidth + ' > ' + w); return wide;",
+            vec![],
+        )
+        .await
+        .expect("layout");
+    assert_eq!(wide, json!([]), "elements wider than a phone screen");
+    c.execute("window.scrollTo(0, document.body.scrollHeight)", vec![]).await.expect("scroll");
+    b.shot("consumer-ok-bottom").await;
 
     c.goto(&bad_page).await.expect("excursion page");
     assert!(b.text_of("[data-verdict]").await.contains("Cold chain broken"));

@@ -152,6 +152,26 @@ impl<'a> Places<'a> {
     }
 }
 
+/// Organisation names by id (from the system contract), read once per page.
+#[derive(Default)]
+pub struct OrgNames(HashMap<String, String>);
+
+impl OrgNames {
+    pub async fn name(&mut self, node: &chain_core::node::Node, id: &str) -> String {
+        if let Some(n) = self.0.get(id) {
+            return n.clone();
+        }
+        let org: Option<chain_core::system::Organisation> = node
+            .state_json(chain_core::system::NAME, &format!("org/{id}"))
+            .await
+            .ok()
+            .flatten();
+        let name = org.map(|o| o.name).unwrap_or_else(|| id.to_string());
+        self.0.insert(id.to_string(), name.clone());
+        name
+    }
+}
+
 /// Journey of a lot (and an item, and the units that carried them), oldest first.
 pub async fn journey(
     app: &TraceShared,
@@ -504,11 +524,11 @@ pub async fn resolve(
         None => None,
     };
     let certs = certificates(&app, subjects).await;
-    let org_name = |id: &str| id.to_string();
-    let producer = lot
-        .as_ref()
-        .map(|l| org_name(&l.owner))
-        .or_else(|| product.as_ref().map(|p| org_name(&p.owner)));
+    let mut orgs = OrgNames::default();
+    let producer = match lot.as_ref().map(|l| l.owner.clone()).or_else(|| product.as_ref().map(|p| p.owner.clone())) {
+        Some(id) => Some(orgs.name(&node, &id).await),
+        None => None,
+    };
     let lang = v.lang;
     let name = product
         .as_ref()
@@ -537,7 +557,10 @@ pub async fn resolve(
         .as_ref()
         .and_then(|l| l.produced_ms)
         .map(|e| format_time(e)[..10].to_string());
-    let custodian = lot.as_ref().map(|l| l.custodian.clone());
+    let custodian = match lot.as_ref() {
+        Some(l) => Some(orgs.name(&node, &l.custodian).await),
+        None => None,
+    };
     let range_text = band.map(|(a, b)| format!("{a:.1} – {b:.1} °C"));
     let excursions = lot.as_ref().map(|l| l.excursion_count).unwrap_or(0);
     let brand = product.as_ref().map(|p| p.brand.clone()).unwrap_or_default();

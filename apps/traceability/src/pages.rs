@@ -736,6 +736,9 @@ async fn lot_page(
         return v.error(StatusCode::NOT_FOUND, "state.not_found", Some(format!("{gtin} / {lot_no}")));
     };
     let product: Option<Product> = app.node.state_json(NAME, &product_key(&gtin)).await.ok().flatten();
+    let mut orgs = crate::consumer::OrgNames::default();
+    let owner_name = orgs.name(&app.node, &lot.owner).await;
+    let custodian_name = orgs.name(&app.node, &lot.custodian).await;
     let started = std::time::Instant::now();
     let graph = match trace(&app.node, &r, GRAPH_MAX_NODES).await {
         Ok(g) => g,
@@ -786,8 +789,8 @@ async fn lot_page(
         let facts: Vec<(&'static str, AnyView)> = vec![
             ("trace.product", text(name.clone())),
             ("trace.status", status_badge(lot.status)),
-            ("trace.owner", text(lot.owner.clone())),
-            ("trace.custodian", text(lot.custodian.clone())),
+            ("trace.owner", text(owner_name.clone())),
+            ("trace.custodian", text(custodian_name.clone())),
             ("trace.expiry", text(lot.expiry_ms.map(|e| format_time(e)[..10].to_string()).unwrap_or_default())),
             ("trace.excursions", text(lot.excursion_count.to_string())),
             ("trace.units", text(lot.units.join(", "))),
