@@ -499,6 +499,35 @@ async fn traceability_pages_in_a_real_browser() {
     b.wait_text("Butter 250 g").await;
     b.shot("trace-products").await;
 
+    // A lot of it, then a handover to FreshMart: offered is not handed over.
+    c.goto(&format!("{url}/traceability/lots")).await.expect("lots");
+    b.fill("#f-gtin", "9521234000044").await;
+    b.fill("#f-lot", "BUT-1").await;
+    b.fill("#f-location", "9521234000203").await;
+    b.click("form.form button[type='submit']").await;
+    let body = b.wait_text("check digit is wrong").await;
+    assert!(body.contains("expected 4"), "the location's check digit: {body}");
+    b.fill("#f-location", "9521234000204").await;
+    b.click("form.form button[type='submit']").await;
+    b.wait_text("The lot is created on chain.").await;
+    c.goto(&format!("{url}/traceability/lots/09521234000044/BUT-1")).await.expect("butter lot");
+    b.click("form[action='/traceability/handovers'] button[type='submit']").await;
+    b.wait_text("custody moves when the receiver accepts").await;
+    let custodian = |v: Value| v["value"]["custodian"].as_str().unwrap_or_default().to_string();
+    let butter = |http: reqwest::Client| {
+        let url = url.clone();
+        async move {
+            http.get(format!("{url}/api/v1/state/trace/lot%2F09521234000044%2FBUT-1"))
+                .send()
+                .await
+                .expect("lot")
+                .json::<Value>()
+                .await
+                .expect("json")
+        }
+    };
+    assert_eq!(custodian(butter(http.clone()).await), "acme", "offered is not handed over");
+
     c.goto(&format!("{url}/traceability/lots/09521234000013/RAW-2611")).await.expect("lot");
     let body = b.wait_text("Trace graph").await;
     for want in ["CHZ-2611A", "YOG-2611B"] {
@@ -594,5 +623,21 @@ async fn traceability_pages_in_a_real_browser() {
         .await
         .expect("bytes");
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
+
+    // The receiver accepts: now custody moves.
+    c.goto(&format!("{url}/traceability")).await.expect("overview");
+    b.click("form[action='/signout'] button").await;
+    b.wait_text("Sign in").await;
+    c.goto(&format!("{url}/signin")).await.expect("signin");
+    b.fill("#f-username", "freshmart-admin").await;
+    b.fill("#f-password", &node.password_of("freshmart-admin")).await;
+    b.click("form button[type='submit']").await;
+    b.wait_text("freshmart-admin").await;
+    c.goto(&format!("{url}/traceability/handovers")).await.expect("handovers");
+    b.wait_text("Awaiting acceptance").await;
+    b.shot("trace-handovers").await;
+    b.click("button[data-answer='accept']").await;
+    b.wait_text("your organisation now holds the lots").await;
+    assert_eq!(custodian(butter(http.clone()).await), "freshmart", "accepted: custody moved");
     b.close().await;
 }

@@ -23,7 +23,9 @@ use crate::contract::NAME;
 use crate::domain::lot_key;
 use crate::epcis::query::index_keys;
 use crate::ids;
-use crate::store::{self, trace_alert, trace_cert, trace_event, trace_event_epc, trace_reading};
+use crate::store::{
+    self, trace_alert, trace_cert, trace_event, trace_event_epc, trace_handover, trace_reading,
+};
 
 /// Events of one transaction get consecutive sequence numbers under its chain position.
 pub const EVENTS_PER_TX_BITS: u32 = 14;
@@ -156,6 +158,7 @@ pub async fn index_block(node: &Node, db: &DatabaseConnection, height: u64) -> R
     let mut readings = Vec::new();
     let mut alerts = Vec::new();
     let mut certs = Vec::new();
+    let mut handovers = Vec::new();
     for row in txs.iter().filter(|t| t.contract == NAME && t.ok) {
         let idx = row.idx as u32;
         let tx = SignedTx::decode(&row.raw, node.hash_alg()).map_err(|e| e.to_string())?;
@@ -257,6 +260,24 @@ pub async fn index_block(node: &Node, db: &DatabaseConnection, height: u64) -> R
                 });
             }
         }
+        for ev in receipt.events.iter().filter(|e| e.kind.starts_with("handover_")) {
+            let Ok(data) = serde_json::from_slice::<Value>(&ev.data) else {
+                continue;
+            };
+            let status = ev.kind.trim_start_matches("handover_").to_string();
+            if let (Some(id), Some(from), Some(to)) =
+                (data["id"].as_str(), data["from"].as_str(), data["to"].as_str())
+            {
+                handovers.push(trace_handover::Model {
+                    id: id.to_string(),
+                    from_org: from.to_string(),
+                    to_org: to.to_string(),
+                    status,
+                    offered_height: height as i64,
+                    answered_height: None,
+                });
+            }
+        }
         for ev in receipt.events.iter().filter(|e| e.kind == "alert") {
             let Ok(data) = serde_json::from_slice::<Value>(&ev.data) else {
                 continue;
@@ -275,7 +296,7 @@ pub async fn index_block(node: &Node, db: &DatabaseConnection, height: u64) -> R
             });
         }
     }
-    write_block(db, height, events, epcs, readings, alerts, certs)
+    write_block(db, height, events, epcs, readings, alerts, certs, handovers)
         .await
         .map_err(|e| e.to_string())
 }
@@ -312,6 +333,7 @@ async fn write_block(
     readings: Vec<trace_reading::ActiveModel>,
     alerts: Vec<trace_alert::ActiveModel>,
     certs: Vec<trace_cert::ActiveModel>,
+    handovers: Vec<trace_handover::Model>,
 ) -> Result<(), DbErr> {
     let txn = db.begin().await?;
     // The contract stored each event once; a re-indexed block (after a crash between the
@@ -381,6 +403,30 @@ async fn write_block(
             )
             .exec_without_returning(&txn)
             .await?;
+    }
+    for h in handovers {
+        // An offer creates the row; an answer (in a later block) updates its status.
+        match trace_handover::Entity::find_by_id(h.id.clone()).one(&txn).await? {
+            None => {
+                trace_handover::Entity::insert(trace_handover::ActiveModel {
+                    id: Set(h.id),
+                    from_org: Set(h.from_org),
+                    to_org: Set(h.to_org),
+                    status: Set(h.status),
+                    offered_height: Set(h.offered_height),
+                    answered_height: Set(None),
+                })
+                .exec_without_returning(&txn)
+                .await?;
+            }
+            Some(existing) if h.status != "offered" => {
+                let mut m: trace_handover::ActiveModel = existing.into();
+                m.status = Set(h.status);
+                m.answered_height = Set(Some(h.offered_height));
+                trace_handover::Entity::update(m).exec(&txn).await?;
+            }
+            Some(_) => {}
+        }
     }
     store::set_indexed_height(&txn, height).await?;
     txn.commit().await

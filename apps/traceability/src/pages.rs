@@ -26,7 +26,7 @@ use crate::domain::*;
 use crate::graph::{TraceGraph, trace};
 use crate::gs1::{Gtin, Lot as LotNumber, SerialNumber};
 use crate::labels::{self, Label};
-use crate::store::{trace_alert, trace_event};
+use crate::store::{trace_alert, trace_event, trace_handover};
 
 pub fn routes() -> Router<Shared> {
     Router::new()
@@ -35,6 +35,8 @@ pub fn routes() -> Router<Shared> {
         .route("/traceability/lots", get(lots).post(add_lot))
         .route("/traceability/lots/{gtin}/{*lot}", get(lot_page))
         .route("/traceability/recall", post(recall))
+        .route("/traceability/handovers", get(handovers).post(offer_handover))
+        .route("/traceability/handovers/answer", post(answer_handover))
         .route("/traceability/events", get(events))
         .route("/traceability/locations", get(locations).post(add_location))
         .route("/traceability/alerts", get(alerts))
@@ -68,6 +70,7 @@ fn subnav(current: &'static str) -> AnyView {
         ("/traceability/lots", "trace.lots"),
         ("/traceability/events", "trace.events"),
         ("/traceability/locations", "trace.locations"),
+        ("/traceability/handovers", "trace.handovers"),
         ("/traceability/alerts", "trace.alerts"),
     ]
     .into_iter()
@@ -181,11 +184,15 @@ struct Paged {
 }
 
 fn flash(done: &Option<String>) -> Option<&'static str> {
-    const KNOWN: [&str; 4] = [
+    const KNOWN: [&str; 8] = [
         "trace.product_added",
         "trace.lot_added",
         "trace.location_added",
         "trace.recalled_done",
+        "trace.handover_offered",
+        "trace.handover_accepted",
+        "trace.handover_rejected",
+        "trace.handover_cancelled",
     ];
     let d = done.as_deref()?;
     KNOWN.iter().find(|k| **k == d).copied()
@@ -785,6 +792,25 @@ async fn lot_page(
     let done = flash(&p.done);
     let csrf = v.csrf.clone();
     let name = product.as_ref().map(|p| p.name.clone()).unwrap_or_default();
+    // The custodian's operators may hand the lot over to another organisation.
+    let may_hand_over = lot.status != LotStatus::Recalled
+        && v.user.as_ref().is_some_and(|u| {
+            u.org == lot.custodian
+                && (u.has_role(ROLE_OPERATOR) || u.has_role(chain_core::system::ROLE_ORG_ADMIN))
+        });
+    let other_orgs: Vec<(String, String)> = if may_hand_over {
+        app.node
+            .state_list(chain_core::system::NAME, b"org/", None, 1000)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice::<chain_core::system::Organisation>(&v).ok())
+            .filter(|o| o.id != lot.custodian && o.status == chain_core::system::Status::Active)
+            .map(|o| (o.id, o.name))
+            .collect()
+    } else {
+        Vec::new()
+    };
     v.page(&title, move || {
         let facts: Vec<(&'static str, AnyView)> = vec![
             ("trace.product", text(name.clone())),
@@ -812,6 +838,28 @@ async fn lot_page(
                 </form>
             </section>
         });
+        let handover_form = (!other_orgs.is_empty()).then(|| {
+            let options = other_orgs
+                .iter()
+                .map(|(id, name)| view! { <option value=id.clone()>{name.clone()}</option> })
+                .collect_view();
+            view! {
+                <section class="card">
+                    <h2>{t("trace.hand_over")}</h2>
+                    <p class="muted">{t("trace.hand_over_explain")}</p>
+                    <form method="post" action="/traceability/handovers" class="form">
+                        <input type="hidden" name="csrf" value=csrf.clone()/>
+                        <input type="hidden" name="gtin" value=lot.gtin.clone()/>
+                        <input type="hidden" name="lot" value=lot.lot.clone()/>
+                        <div class="field">
+                            <label for="f-to_org">{t("trace.to_org")}</label>
+                            <select id="f-to_org" name="to_org">{options}</select>
+                        </div>
+                        <button type="submit" class="btn">{t("trace.hand_over")}</button>
+                    </form>
+                </section>
+            }
+        });
         view! {
             <h1>{t("trace.lot")} " " <code>{lot.lot.clone()}</code></h1>
             {subnav("/traceability/lots")}
@@ -833,6 +881,7 @@ async fn lot_page(
                 cols=vec![Col::new("trace.when"), Col::new("trace.event_type"), Col::new("trace.biz_step"), Col::new("trace.where"), Col::new("explorer.block")]
                 rows=event_rows
             />
+            {handover_form}
             {recall_form}
         }
         .into_any()
@@ -873,6 +922,163 @@ async fn recall(v: Viewer, Form(f): Form<RecallForm>) -> Response {
             v.error(status, "trace.recall_failed", Some(format!("{code}: {message}")))
         }
     }
+}
+
+// ------------------------------------------------------------------------------ handovers
+
+#[derive(Deserialize, Default)]
+struct OfferForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    gtin: String,
+    #[serde(default)]
+    lot: String,
+    #[serde(default)]
+    to_org: String,
+}
+
+async fn offer_handover(v: Viewer, Form(f): Form<OfferForm>) -> Response {
+    let (_user, label) = match operator_action(&v, &f.csrf) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let id = format!("HO-{}", &frontend::auth::random_token()[..12]);
+    let args = json!({"id": id, "to_org": f.to_org, "lots": [{"gtin": f.gtin, "lot": f.lot}]});
+    match v.state.custody.call(v.node(), &label, NAME, "offer_handover", &args).await {
+        Ok(_) => Redirect::to(&format!("{}?done=trace.handover_offered", lot_href(&f.gtin, &f.lot))).into_response(),
+        Err(e) => {
+            let (code, message) = chain_message(&e);
+            let status = if code == "not_permitted" { StatusCode::FORBIDDEN } else { StatusCode::UNPROCESSABLE_ENTITY };
+            v.error(status, "trace.handover_failed", Some(format!("{code}: {message}")))
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct AnswerForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    answer: String,
+}
+
+async fn answer_handover(v: Viewer, Form(f): Form<AnswerForm>) -> Response {
+    let (_user, label) = match operator_action(&v, &f.csrf) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let (method, done) = match f.answer.as_str() {
+        "accept" => ("accept_handover", "trace.handover_accepted"),
+        "reject" => ("reject_handover", "trace.handover_rejected"),
+        "cancel" => ("cancel_handover", "trace.handover_cancelled"),
+        _ => return v.error(StatusCode::BAD_REQUEST, "state.error", None),
+    };
+    match v.state.custody.call(v.node(), &label, NAME, method, &json!({"id": f.id})).await {
+        Ok(_) => Redirect::to(&format!("/traceability/handovers?done={done}")).into_response(),
+        Err(e) => {
+            let (code, message) = chain_message(&e);
+            let status = if code == "not_permitted" { StatusCode::FORBIDDEN } else { StatusCode::UNPROCESSABLE_ENTITY };
+            v.error(status, "trace.handover_failed", Some(format!("{code}: {message}")))
+        }
+    }
+}
+
+async fn handovers(Extension(app): Extension<TraceShared>, v: Viewer, Query(p): Query<Paged>) -> Response {
+    let user = match v.require_user() {
+        Ok(u) => u.clone(),
+        Err(r) => return r,
+    };
+    let rows = match trace_handover::Entity::find()
+        .filter(
+            sea_orm::Condition::any()
+                .add(trace_handover::Column::FromOrg.eq(user.org.clone()))
+                .add(trace_handover::Column::ToOrg.eq(user.org.clone())),
+        )
+        .order_by_desc(trace_handover::Column::OfferedHeight)
+        .limit(100)
+        .all(&app.db)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return internal(&v, e),
+    };
+    let mut orgs = crate::consumer::OrgNames::default();
+    let may_act = user.has_role(ROLE_OPERATOR) || user.has_role(chain_core::system::ROLE_ORG_ADMIN);
+    let csrf = v.csrf.clone();
+    let mut table = Vec::with_capacity(rows.len());
+    for h in &rows {
+        let detail: Option<Handover> = app.node.state_json(NAME, &handover_key(&h.id)).await.ok().flatten();
+        let lots = detail
+            .as_ref()
+            .map(|d| {
+                d.lots
+                    .iter()
+                    .map(|l| {
+                        let label = format!("{} / {}", l.gtin, l.lot);
+                        view! { <a href=lot_href(&l.gtin, &l.lot)>{label}</a> " " }
+                    })
+                    .collect_view()
+                    .into_any()
+            })
+            .unwrap_or_else(|| text(""));
+        let incoming = h.to_org == user.org;
+        let open = h.status == "offered";
+        let buttons: Vec<(&'static str, &'static str)> = match (open && may_act, incoming) {
+            (true, true) => vec![("accept", "trace.accept"), ("reject", "trace.reject")],
+            (true, false) => vec![("cancel", "trace.cancel")],
+            _ => vec![],
+        };
+        let actions = buttons
+            .into_iter()
+            .map(|(answer, label)| {
+                let class = if answer == "accept" { "btn" } else { "btn secondary" };
+                view! {
+                    <form method="post" action="/traceability/handovers/answer" class="inline">
+                        <input type="hidden" name="csrf" value=csrf.clone()/>
+                        <input type="hidden" name="id" value=h.id.clone()/>
+                        <input type="hidden" name="answer" value=answer/>
+                        <button type="submit" class=class data-answer=answer data-handover=h.id.clone()>{t(label)}</button>
+                    </form>
+                }
+            })
+            .collect_view();
+        let tone = match h.status.as_str() {
+            "accepted" => Tone::Ok,
+            "offered" => Tone::Info,
+            _ => Tone::Muted,
+        };
+        let status_label = match h.status.as_str() {
+            "offered" => t("trace.handover.offered"),
+            "accepted" => t("trace.handover.accepted"),
+            "rejected" => t("trace.handover.rejected"),
+            _ => t("trace.handover.cancelled"),
+        };
+        table.push(vec![
+            code(h.id.clone()),
+            text(orgs.name(&app.node, &h.from_org).await),
+            text(orgs.name(&app.node, &h.to_org).await),
+            lots,
+            view! { <Badge tone=tone label=status_label/> }.into_any(),
+            view! { <span class="actions">{actions}</span> }.into_any(),
+        ]);
+    }
+    let done = flash(&p.done);
+    v.page(v.tr("trace.handovers"), move || {
+        view! {
+            <h1>{t("trace.handovers")}</h1>
+            {subnav("/traceability/handovers")}
+            {done.map(|f| view! { <Notice tone=Tone::Ok message=t(f)/> })}
+            <p class="muted">{t("trace.handovers_explain")}</p>
+            <Table
+                cols=vec![Col::new("trace.handover_id"), Col::new("trace.from_org"), Col::new("trace.to_org"), Col::new("trace.lots"), Col::new("trace.status"), Col::new("trace.action")]
+                rows=table
+            />
+        }
+        .into_any()
+    })
 }
 
 // ------------------------------------------------------------------------------ events

@@ -167,6 +167,28 @@ pub mod entities {
         impl ActiveModelBehavior for ActiveModel {}
     }
 
+    pub mod trace_handover {
+        use sea_orm::entity::prelude::*;
+        /// Custody handovers by organisation (the handover itself is read from chain state).
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "trace_handover")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub id: String,
+            #[sea_orm(indexed)]
+            pub from_org: String,
+            #[sea_orm(indexed)]
+            pub to_org: String,
+            /// `offered`, `accepted`, `rejected` or `cancelled`.
+            pub status: String,
+            pub offered_height: i64,
+            pub answered_height: Option<i64>,
+        }
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+
     pub mod trace_scan {
         use sea_orm::entity::prelude::*;
         /// Consumer scans of a code: who (a salted hash of the scanner) and when.
@@ -229,6 +251,10 @@ mod migrations {
             table!(trace_capture::Entity);
             table!(trace_scan::Entity);
             table!(trace_cert::Entity);
+            table!(trace_handover::Entity);
+            for mut stmt in schema.create_index_from_entity(trace_handover::Entity) {
+                m.create_index(stmt.if_not_exists().to_owned()).await?;
+            }
             for mut stmt in schema.create_index_from_entity(trace_cert::Entity) {
                 m.create_index(stmt.if_not_exists().to_owned()).await?;
             }
