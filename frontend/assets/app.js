@@ -119,8 +119,23 @@
     });
   }
 
+  // Documents hashed in the browser: <input type="file" data-sha256-into="id-of-text-input">.
+  // Only the digest is sent; the file never leaves this computer.
+  function bindFileHashes() {
+    document.querySelectorAll('input[type="file"][data-sha256-into]').forEach((input) => {
+      input.addEventListener('change', async () => {
+        const target = document.getElementById(input.dataset.sha256Into);
+        const file = input.files && input.files[0];
+        if (!target || !file || !(window.crypto && crypto.subtle)) return;
+        const digest = await crypto.subtle.digest('SHA-256', await file.arrayBuffer());
+        target.value = [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
+      });
+    });
+  }
+
   function start() {
     bindCopy(document);
+    bindFileHashes();
     bindLiveBlocks();
     bindLiveAlerts();
   }

@@ -536,6 +536,34 @@ async fn traceability_pages_in_a_real_browser() {
     assert!(c.find(Locator::Css(".trace-graph path.edge")).await.is_ok());
     b.shot("trace-lot").await;
 
+    // A certificate: the browser hashes the chosen file; only the digest goes on chain.
+    let doc = node.dir.path().join("lab-report-RAW-2611.txt");
+    std::fs::write(&doc, "Lab report RAW-2611: antibiotics not detected").expect("doc");
+    let want = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        std::fs::read(&doc).expect("read doc"),
+    ));
+    b.click("details.card summary").await;
+    c.find(Locator::Css("#f-doc"))
+        .await
+        .expect("file input")
+        .send_keys(&doc.display().to_string())
+        .await
+        .expect("choose file");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = c.execute("return document.getElementById('f-hash').value", vec![]).await.expect("hash");
+        if v == json!(want) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the page did not hash the file: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.fill("#f-kind", "Residue test").await;
+    b.fill("#f-issuer", "Inner Mongolia Food Lab").await;
+    b.click("form[action='/traceability/certificates'] button[type='submit']").await;
+    b.wait_text("The certificate's digest is on chain.").await;
+    b.wait_text("Residue test").await;
+
     // Live alerts: an excursion reported while the page is open appears without a reload.
     c.goto(&format!("{url}/traceability/alerts")).await.expect("alerts");
     c.wait()

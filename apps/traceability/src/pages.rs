@@ -35,6 +35,7 @@ pub fn routes() -> Router<Shared> {
         .route("/traceability/lots", get(lots).post(add_lot))
         .route("/traceability/lots/{gtin}/{*lot}", get(lot_page))
         .route("/traceability/recall", post(recall))
+        .route("/traceability/certificates", post(anchor_certificate))
         .route("/traceability/handovers", get(handovers).post(offer_handover))
         .route("/traceability/handovers/answer", post(answer_handover))
         .route("/traceability/events", get(events))
@@ -184,7 +185,7 @@ struct Paged {
 }
 
 fn flash(done: &Option<String>) -> Option<&'static str> {
-    const KNOWN: [&str; 8] = [
+    const KNOWN: [&str; 9] = [
         "trace.product_added",
         "trace.lot_added",
         "trace.location_added",
@@ -193,6 +194,7 @@ fn flash(done: &Option<String>) -> Option<&'static str> {
         "trace.handover_accepted",
         "trace.handover_rejected",
         "trace.handover_cancelled",
+        "trace.certificate_anchored",
     ];
     let d = done.as_deref()?;
     KNOWN.iter().find(|k| **k == d).copied()
@@ -334,6 +336,10 @@ struct ProductForm {
     #[serde(default)]
     temp_max: String,
     #[serde(default)]
+    humidity_min: String,
+    #[serde(default)]
+    humidity_max: String,
+    #[serde(default)]
     shelf_life_days: String,
 }
 
@@ -342,6 +348,7 @@ struct ProductErrors {
     gtin: Option<&'static str>,
     name: Option<&'static str>,
     temp: Option<&'static str>,
+    humidity: Option<&'static str>,
     shelf: Option<&'static str>,
 }
 
@@ -400,6 +407,8 @@ async fn products_page(
                 <Field name="origin" label="trace.origin_country" value=form.origin.clone()/>
                 <Field name="temp_min" label="trace.temp_min" value=form.temp_min.clone() error=errors.temp/>
                 <Field name="temp_max" label="trace.temp_max" value=form.temp_max.clone() error=errors.temp/>
+                <Field name="humidity_min" label="trace.humidity_min" value=form.humidity_min.clone() error=errors.humidity/>
+                <Field name="humidity_max" label="trace.humidity_max" value=form.humidity_max.clone() error=errors.humidity/>
                 <Field name="shelf_life_days" label="trace.shelf_life" value=form.shelf_life_days.clone() error=errors.shelf/>
                 <button type="submit">{t("trace.add_product")}</button>
             </PostForm>
@@ -451,6 +460,14 @@ async fn add_product(Extension(app): Extension<TraceShared>, v: Viewer, Form(f):
             None
         }
     };
+    let humidity = match (parse_opt_f64(&f.humidity_min), parse_opt_f64(&f.humidity_max)) {
+        (Ok(None), Ok(None)) => None,
+        (Ok(Some(a)), Ok(Some(b))) if a <= b && a >= 0.0 && b <= 100.0 => Some([a, b]),
+        _ => {
+            errors.humidity = Some("trace.err.humidity");
+            None
+        }
+    };
     let shelf = match f.shelf_life_days.trim() {
         "" => None,
         s => match s.parse::<u32>() {
@@ -462,7 +479,12 @@ async fn add_product(Extension(app): Extension<TraceShared>, v: Viewer, Form(f):
         },
     };
     let gtin_detail = Gtin::parse(f.gtin.trim()).err().map(|e| e.to_string());
-    if errors.gtin.is_some() || errors.name.is_some() || errors.temp.is_some() || errors.shelf.is_some() {
+    if errors.gtin.is_some()
+        || errors.name.is_some()
+        || errors.temp.is_some()
+        || errors.humidity.is_some()
+        || errors.shelf.is_some()
+    {
         return products_page(&app, &v, StatusCode::UNPROCESSABLE_ENTITY, f, errors, gtin_detail, None, None).await;
     }
     let args = json!({
@@ -472,6 +494,7 @@ async fn add_product(Extension(app): Extension<TraceShared>, v: Viewer, Form(f):
         "brand": f.brand.trim(),
         "origin": f.origin.trim().to_uppercase(),
         "temperature_c": temp,
+        "humidity_pct": humidity,
         "shelf_life_days": shelf,
     });
     match v.state.custody.call(v.node(), &label, NAME, "register_product", &args).await {
@@ -798,6 +821,14 @@ async fn lot_page(
             u.org == lot.custodian
                 && (u.has_role(ROLE_OPERATOR) || u.has_role(chain_core::system::ROLE_ORG_ADMIN))
         });
+    let certs = crate::consumer::certificates(
+        &app,
+        vec![gtin.clone(), format!("{gtin}/{lot_no}")],
+    )
+    .await;
+    let may_certify = v.user.as_ref().is_some_and(|u| {
+        u.has_role(ROLE_OPERATOR) || u.has_role(chain_core::system::ROLE_ORG_ADMIN)
+    });
     let other_orgs: Vec<(String, String)> = if may_hand_over {
         app.node
             .state_list(chain_core::system::NAME, b"org/", None, 1000)
@@ -860,6 +891,53 @@ async fn lot_page(
                 </section>
             }
         });
+        let cert_rows: Vec<Vec<AnyView>> = certs
+            .iter()
+            .map(|c| {
+                vec![
+                    text(c.kind.clone()),
+                    text(c.issuer.clone()),
+                    code(c.subject.clone()),
+                    text(c.valid_until_ms.map(|v| format_time(v)[..10].to_string()).unwrap_or_default()),
+                    view! { <HashText value=c.hash.clone()/> }.into_any(),
+                ]
+            })
+            .collect();
+        let cert_form = may_certify.then(|| view! {
+            <details class="card">
+                <summary>{t("trace.anchor_certificate")}</summary>
+                <p class="muted">{t("trace.certificate_explain")}</p>
+                <form method="post" action="/traceability/certificates" class="form">
+                    <input type="hidden" name="csrf" value=csrf.clone()/>
+                    <input type="hidden" name="gtin" value=lot.gtin.clone()/>
+                    <input type="hidden" name="lot" value=lot.lot.clone()/>
+                    <div class="field">
+                        <label for="f-doc">{t("trace.document")}</label>
+                        <input id="f-doc" type="file" data-sha256-into="f-hash"/>
+                    </div>
+                    <div class="field">
+                        <label for="f-hash">{t("trace.document_hash")}</label>
+                        <input id="f-hash" name="hash" required=true pattern="[0-9a-fA-F]{64}"/>
+                    </div>
+                    <div class="field">
+                        <label for="f-kind">{t("trace.certificate_kind")}</label>
+                        <input id="f-kind" name="kind" required=true/>
+                    </div>
+                    <div class="field">
+                        <label for="f-issuer">{t("trace.issuer")}</label>
+                        <input id="f-issuer" name="issuer" required=true/>
+                    </div>
+                    <div class="field">
+                        <label for="f-valid">{t("trace.valid_until")}</label>
+                        <input id="f-valid" name="valid_until" type="date"/>
+                    </div>
+                    <div class="field">
+                        <label><input type="checkbox" name="whole_product" value="1"/> " " {t("trace.whole_product")}</label>
+                    </div>
+                    <button type="submit" class="btn">{t("trace.anchor_certificate")}</button>
+                </form>
+            </details>
+        });
         view! {
             <h1>{t("trace.lot")} " " <code>{lot.lot.clone()}</code></h1>
             {subnav("/traceability/lots")}
@@ -881,6 +959,12 @@ async fn lot_page(
                 cols=vec![Col::new("trace.when"), Col::new("trace.event_type"), Col::new("trace.biz_step"), Col::new("trace.where"), Col::new("explorer.block")]
                 rows=event_rows
             />
+            <h2>{t("trace.certificates")}</h2>
+            <Table
+                cols=vec![Col::new("trace.certificate_kind"), Col::new("trace.issuer"), Col::new("trace.subject"), Col::new("trace.valid_until"), Col::new("trace.document_hash")]
+                rows=cert_rows
+            />
+            {cert_form}
             {handover_form}
             {recall_form}
         }
@@ -920,6 +1004,66 @@ async fn recall(v: Viewer, Form(f): Form<RecallForm>) -> Response {
             let (code, message) = chain_message(&e);
             let status = if code == "not_permitted" { StatusCode::FORBIDDEN } else { StatusCode::UNPROCESSABLE_ENTITY };
             v.error(status, "trace.recall_failed", Some(format!("{code}: {message}")))
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------ certificates
+
+#[derive(Deserialize, Default)]
+struct CertificateForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    gtin: String,
+    #[serde(default)]
+    lot: String,
+    #[serde(default)]
+    hash: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    issuer: String,
+    #[serde(default)]
+    valid_until: String,
+    #[serde(default)]
+    whole_product: Option<String>,
+}
+
+/// Anchors a certificate's SHA-256. The document itself never reaches the server: the page
+/// hashes the chosen file in the browser (or the user pastes the digest).
+async fn anchor_certificate(v: Viewer, Form(f): Form<CertificateForm>) -> Response {
+    let (_user, label) = match operator_action(&v, &f.csrf) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let hash = f.hash.trim().to_ascii_lowercase();
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return v.error(StatusCode::UNPROCESSABLE_ENTITY, "trace.err.hash", Some(v.tr("trace.document_hash").to_string()));
+    }
+    if f.kind.trim().is_empty() || f.issuer.trim().is_empty() {
+        return v.error(StatusCode::UNPROCESSABLE_ENTITY, "form.required", Some(format!("{} / {}", v.tr("trace.certificate_kind"), v.tr("trace.issuer"))));
+    }
+    let valid_until = match f.valid_until.trim() {
+        "" => None,
+        d => match date_end_ms(d) {
+            Some(ms) => Some(ms),
+            None => return v.error(StatusCode::UNPROCESSABLE_ENTITY, "trace.err.date", None),
+        },
+    };
+    let subject = if f.whole_product.is_some() {
+        f.gtin.clone()
+    } else {
+        format!("{}/{}", f.gtin, f.lot)
+    };
+    let id = format!("CERT-{}", &hash[..16]);
+    let args = json!({"id": id, "kind": f.kind.trim(), "subject": subject, "issuer": f.issuer.trim(),
+                      "hash": hash, "valid_until_ms": valid_until});
+    match v.state.custody.call(v.node(), &label, NAME, "anchor_certificate", &args).await {
+        Ok(_) => Redirect::to(&format!("{}?done=trace.certificate_anchored", lot_href(&f.gtin, &f.lot))).into_response(),
+        Err(e) => {
+            let (code, message) = chain_message(&e);
+            v.error(StatusCode::UNPROCESSABLE_ENTITY, "trace.certificate_failed", Some(format!("{code}: {message}")))
         }
     }
 }
