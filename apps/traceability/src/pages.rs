@@ -159,6 +159,22 @@ fn operator_action(v: &Viewer, csrf: &str) -> Result<(UserView, String), Respons
     Ok((user, label))
 }
 
+/// Signs and submits a `trace` call with the user's key; once it is committed, waits (briefly)
+/// for the read model to include its block, so the page the user is sent to shows its effect.
+async fn call(
+    app: &TraceShared,
+    v: &Viewer,
+    label: &str,
+    method: &str,
+    args: &serde_json::Value,
+) -> Result<chain_core::node::TxOutcome, CallError> {
+    let out = v.state.custody.call(v.node(), label, NAME, method, args).await?;
+    app.indexed
+        .wait_for(out.height, std::time::Duration::from_secs(5))
+        .await;
+    Ok(out)
+}
+
 /// A contract refusal as a field message key (and the contract's own words for the notice).
 fn chain_message(e: &CallError) -> (String, String) {
     match e {
@@ -497,7 +513,7 @@ async fn add_product(Extension(app): Extension<TraceShared>, v: Viewer, Form(f):
         "humidity_pct": humidity,
         "shelf_life_days": shelf,
     });
-    match v.state.custody.call(v.node(), &label, NAME, "register_product", &args).await {
+    match call(&app, &v, &label, "register_product", &args).await {
         Ok(_) => Redirect::to("/traceability/products?done=trace.product_added").into_response(),
         Err(e) => {
             let (code, message) = chain_message(&e);
@@ -660,7 +676,7 @@ async fn add_lot(Extension(app): Extension<TraceShared>, v: Viewer, Form(f): For
         "location": location,
         "quantity": (!f.quantity.trim().is_empty()).then(|| f.quantity.trim().to_string()),
     });
-    match v.state.custody.call(v.node(), &label, NAME, "create_lot", &args).await {
+    match call(&app, &v, &label, "create_lot", &args).await {
         Ok(_) => Redirect::to("/traceability/lots?done=trace.lot_added").into_response(),
         Err(e) => {
             let (code, message) = chain_message(&e);
@@ -984,7 +1000,7 @@ struct RecallForm {
     reason: String,
 }
 
-async fn recall(v: Viewer, Form(f): Form<RecallForm>) -> Response {
+async fn recall(Extension(app): Extension<TraceShared>, v: Viewer, Form(f): Form<RecallForm>) -> Response {
     if let Err(r) = v.check_csrf(&f.csrf) {
         return r;
     }
@@ -998,7 +1014,7 @@ async fn recall(v: Viewer, Form(f): Form<RecallForm>) -> Response {
     }
     let id = format!("R-{}", &frontend::auth::random_token()[..12]);
     let args = json!({"id": id, "gtin": f.gtin, "lot": f.lot, "reason": f.reason.trim()});
-    match v.state.custody.call(v.node(), &label, NAME, "recall", &args).await {
+    match call(&app, &v, &label, "recall", &args).await {
         Ok(_) => Redirect::to(&format!("{}?done=trace.recalled_done", lot_href(&f.gtin, &f.lot))).into_response(),
         Err(e) => {
             let (code, message) = chain_message(&e);
@@ -1032,7 +1048,7 @@ struct CertificateForm {
 
 /// Anchors a certificate's SHA-256. The document itself never reaches the server: the page
 /// hashes the chosen file in the browser (or the user pastes the digest).
-async fn anchor_certificate(v: Viewer, Form(f): Form<CertificateForm>) -> Response {
+async fn anchor_certificate(Extension(app): Extension<TraceShared>, v: Viewer, Form(f): Form<CertificateForm>) -> Response {
     let (_user, label) = match operator_action(&v, &f.csrf) {
         Ok(x) => x,
         Err(r) => return r,
@@ -1059,7 +1075,7 @@ async fn anchor_certificate(v: Viewer, Form(f): Form<CertificateForm>) -> Respon
     let id = format!("CERT-{}", &hash[..16]);
     let args = json!({"id": id, "kind": f.kind.trim(), "subject": subject, "issuer": f.issuer.trim(),
                       "hash": hash, "valid_until_ms": valid_until});
-    match v.state.custody.call(v.node(), &label, NAME, "anchor_certificate", &args).await {
+    match call(&app, &v, &label, "anchor_certificate", &args).await {
         Ok(_) => Redirect::to(&format!("{}?done=trace.certificate_anchored", lot_href(&f.gtin, &f.lot))).into_response(),
         Err(e) => {
             let (code, message) = chain_message(&e);
@@ -1082,14 +1098,14 @@ struct OfferForm {
     to_org: String,
 }
 
-async fn offer_handover(v: Viewer, Form(f): Form<OfferForm>) -> Response {
+async fn offer_handover(Extension(app): Extension<TraceShared>, v: Viewer, Form(f): Form<OfferForm>) -> Response {
     let (_user, label) = match operator_action(&v, &f.csrf) {
         Ok(x) => x,
         Err(r) => return r,
     };
     let id = format!("HO-{}", &frontend::auth::random_token()[..12]);
     let args = json!({"id": id, "to_org": f.to_org, "lots": [{"gtin": f.gtin, "lot": f.lot}]});
-    match v.state.custody.call(v.node(), &label, NAME, "offer_handover", &args).await {
+    match call(&app, &v, &label, "offer_handover", &args).await {
         Ok(_) => Redirect::to(&format!("{}?done=trace.handover_offered", lot_href(&f.gtin, &f.lot))).into_response(),
         Err(e) => {
             let (code, message) = chain_message(&e);
@@ -1109,7 +1125,7 @@ struct AnswerForm {
     answer: String,
 }
 
-async fn answer_handover(v: Viewer, Form(f): Form<AnswerForm>) -> Response {
+async fn answer_handover(Extension(app): Extension<TraceShared>, v: Viewer, Form(f): Form<AnswerForm>) -> Response {
     let (_user, label) = match operator_action(&v, &f.csrf) {
         Ok(x) => x,
         Err(r) => return r,
@@ -1120,7 +1136,7 @@ async fn answer_handover(v: Viewer, Form(f): Form<AnswerForm>) -> Response {
         "cancel" => ("cancel_handover", "trace.handover_cancelled"),
         _ => return v.error(StatusCode::BAD_REQUEST, "state.error", None),
     };
-    match v.state.custody.call(v.node(), &label, NAME, method, &json!({"id": f.id})).await {
+    match call(&app, &v, &label, method, &json!({"id": f.id})).await {
         Ok(_) => Redirect::to(&format!("/traceability/handovers?done={done}")).into_response(),
         Err(e) => {
             let (code, message) = chain_message(&e);
@@ -1414,7 +1430,7 @@ async fn add_location(Extension(app): Extension<TraceShared>, v: Viewer, Form(f)
         return locations_page(&app, &v, StatusCode::UNPROCESSABLE_ENTITY, f, errors, detail, None, None).await;
     }
     let args = json!({"gln": gln, "name": f.name.trim(), "kind": f.kind.trim(), "address": f.address.trim(), "country": country});
-    match v.state.custody.call(v.node(), &label, NAME, "register_location", &args).await {
+    match call(&app, &v, &label, "register_location", &args).await {
         Ok(_) => Redirect::to("/traceability/locations?done=trace.location_added").into_response(),
         Err(e) => {
             let (code, message) = chain_message(&e);
