@@ -202,7 +202,8 @@ pub async fn run(a: TraceBenchArgs) -> anyhow::Result<()> {
         },
     );
     let engine_task = tokio::spawn(engine.run(node.clone(), stop_rx.clone()));
-    let (app, web, trace_app) = crate::build_web(&cfg, node.clone(), stop_rx.clone(), false).await?;
+    let (app, web, trace_app) =
+        crate::build_web(&cfg, node.clone(), stop_rx.clone(), false).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let base = format!("http://{addr}");
@@ -239,7 +240,11 @@ pub async fn run(a: TraceBenchArgs) -> anyhow::Result<()> {
     // ---- 1. capture throughput
     let total = if a.quick { 20_000 } else { 100_000 };
     let width = if a.quick { 200 } else { 1_000 };
-    let events = graph_events(total, width, chain_core::node::now_ms() - 30 * 24 * 3600 * 1000);
+    let events = graph_events(
+        total,
+        width,
+        chain_core::node::now_ms() - 30 * 24 * 3600 * 1000,
+    );
     let docs: Vec<Vec<u8>> = events.chunks(EVENTS_PER_DOC).map(document).collect();
     eprintln!(
         "bench --trace: capturing {} events in {} documents over {} organisations",
@@ -307,12 +312,14 @@ pub async fn run(a: TraceBenchArgs) -> anyhow::Result<()> {
         })
     };
     let pages: Arc<Vec<String>> = Arc::new(
-        [links.ok.clone(), links.excursion.clone(), links.recalled.clone()]
-            .into_iter()
-            .chain((1001..=1006).map(|n| {
-                format!("{base}/01/09521234000020/10/CHZ-2611A/21/{n}")
-            }))
-            .collect(),
+        [
+            links.ok.clone(),
+            links.excursion.clone(),
+            links.recalled.clone(),
+        ]
+        .into_iter()
+        .chain((1001..=1006).map(|n| format!("{base}/01/09521234000020/10/CHZ-2611A/21/{n}")))
+        .collect(),
     );
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(a.clients)

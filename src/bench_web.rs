@@ -56,13 +56,7 @@ pub async fn run(a: WebBenchArgs) -> anyhow::Result<()> {
         governance: GovernanceParams::default(),
     };
     let store = Store::open(&cfg.database_url()).await?;
-    let node = Node::open(
-        store,
-        genesis,
-        crate::registry(),
-        NodeConfig::default(),
-    )
-    .await?;
+    let node = Node::open(store, genesis, crate::registry(), NodeConfig::default()).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let engine = SoloEngine::new(
         validator,

@@ -42,7 +42,12 @@ fn start(dir: &Path, db_url: &str, port: u16) -> Child {
         .open(dir.join("node.log"))
         .expect("node log");
     trellis(dir, db_url)
-        .args(["node", "--no-demo", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "node",
+            "--no-demo",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
         .env("RUST_LOG", "warn,chain_core::node=info")
         .stdout(Stdio::null())
         .stderr(log)

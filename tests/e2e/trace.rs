@@ -21,7 +21,12 @@ fn conformance_dir() -> PathBuf {
     }
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
-        .flat_map(|a| [a.join("shared/conformance"), a.join("../shared/conformance")])
+        .flat_map(|a| {
+            [
+                a.join("shared/conformance"),
+                a.join("../shared/conformance"),
+            ]
+        })
         .find(|d| d.join("epcis").is_dir())
         .expect("../shared/conformance/epcis (the official fixtures) must be present")
 }
@@ -95,7 +100,10 @@ impl Epcis {
                 assert_eq!(job["success"], true, "{name}: {job}");
                 return job;
             }
-            assert!(Instant::now() < deadline, "{name}: capture job still running: {job}");
+            assert!(
+                Instant::now() < deadline,
+                "{name}: capture job still running: {job}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -152,7 +160,9 @@ impl Epcis {
 fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -202,7 +212,11 @@ async fn epcis_conformance_capture_query_and_hash_vectors() {
 
     // Every example document is captured and each event comes back equal.
     let examples = jsonld_files(&dir.join("examples"));
-    assert!(examples.len() >= 40, "only {} example files", examples.len());
+    assert!(
+        examples.len() >= 40,
+        "only {} example files",
+        examples.len()
+    );
     let mut captured: BTreeMap<String, Value> = BTreeMap::new(); // hash id → event
     for path in &examples {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("?");
@@ -228,17 +242,24 @@ async fn epcis_conformance_capture_query_and_hash_vectors() {
                 .iter()
                 .filter(|e| event_hash_id(e, &ctx).ok().as_deref() == Some(hash.as_str()))
                 .collect();
-            assert!(!same.is_empty(), "{name}: event {id} ({hash}) is not stored");
-            let declared = if event.get("errorDeclaration").is_some() { ":declaration" } else { "" };
+            assert!(
+                !same.is_empty(),
+                "{name}: event {id} ({hash}) is not stored"
+            );
+            let declared = if event.get("errorDeclaration").is_some() {
+                ":declaration"
+            } else {
+                ""
+            };
             let want = without_context(event.clone());
             let key = format!("{hash}{declared}");
-            if !captured.contains_key(&key) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = captured.entry(key) {
                 // First capture of this event: it comes back equal.
                 assert!(
                     same.iter().any(|e| comparable((*e).clone(), event) == want),
                     "{name}: event {id} does not come back equal: {same:?}"
                 );
-                captured.insert(key, want);
+                slot.insert(want);
             }
         }
     }
@@ -251,12 +272,33 @@ async fn epcis_conformance_capture_query_and_hash_vectors() {
     assert!(again["duplicates"].as_u64().unwrap_or(0) > 0, "{again}");
     let all = api.query_all("perPage=1000").await;
     assert_eq!(all.len(), before, "a repeated capture adds no events");
-    assert_eq!(all.len(), captured.len(), "one stored event per distinct hash ID (and correction)");
+    assert_eq!(
+        all.len(),
+        captured.len(),
+        "one stored event per distinct hash ID (and correction)"
+    );
+
+    // What the query returns is itself valid EPCIS 2.0: the result document and a single event.
+    let validator = traceability::epcis::validate::EpcisValidator::load(&dir.join("schema"))
+        .expect("EPCIS schema");
+    let (status, doc, _) = api.get_full("/epcis/events?perPage=1000").await;
+    assert_eq!(status, 200);
+    if let Err(e) = validator.validate_capture(&doc) {
+        panic!("the query result is not a valid EPCISQueryDocument: {e}");
+    }
+    let one_id = all[0]["eventID"].as_str().expect("eventID").to_string();
+    let (_, one) = api.get(&format!("/epcis/events/{}", enc(&one_id))).await;
+    if let Err(e) = validator.validate_capture(&one) {
+        panic!("a single event is not valid EPCIS: {e}");
+    }
 
     // Paging: small pages add up to the whole, in order, without repeats.
     let paged = api.query_all("perPage=7").await;
     assert_eq!(paged.len(), all.len());
-    assert!(paged == all, "pages of 7 give the same events in the same order");
+    assert!(
+        paged == all,
+        "pages of 7 give the same events in the same order"
+    );
 
     // Queries: the server's answer (index narrowing + paging) equals the standard's rule
     // applied to every stored event.
@@ -267,11 +309,18 @@ async fn epcis_conformance_capture_query_and_hash_vectors() {
         &[("EQ_bizStep", "urn:epcglobal:cbv:bizstep:receiving")],
         &[("EQ_disposition", "in_transit")],
         &[("EQ_action", "OBSERVE"), ("eventType", "ObjectEvent")],
-        &[("GE_eventTime", "2019-10-21T00:00:00Z"), ("LT_eventTime", "2020-06-01T00:00:00+01:00")],
+        &[
+            ("GE_eventTime", "2019-10-21T00:00:00Z"),
+            ("LT_eventTime", "2020-06-01T00:00:00+01:00"),
+        ],
         &[("MATCH_epc", "urn:epc:id:sgtin:0614141.107346.2017")],
         &[("MATCH_anyEPCClass", "urn:epc:idpat:sgtin:4012345.011111.*")],
         &[("EQ_bizLocation", "urn:epc:id:sgln:0614141.00888.0")],
-        &[("orderBy", "eventTime"), ("orderDirection", "ASC"), ("eventCountLimit", "5")],
+        &[
+            ("orderBy", "eventTime"),
+            ("orderDirection", "ASC"),
+            ("eventCountLimit", "5"),
+        ],
     ];
     let mut non_empty = 0;
     for params in queries {
@@ -280,7 +329,10 @@ async fn epcis_conformance_capture_query_and_hash_vectors() {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let q = EventQuery::from_pairs(&pairs).expect("valid query");
-        let qs: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", enc(v))).collect();
+        let qs: Vec<String> = params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", enc(v)))
+            .collect();
         let got = api.query_all(&qs.join("&")).await;
         let key = |e: &Value| e["eventID"].to_string() + &e["eventTime"].to_string();
         let got_keys: BTreeSet<String> = got.iter().map(key).collect();
@@ -288,7 +340,11 @@ async fn epcis_conformance_capture_query_and_hash_vectors() {
             assert_eq!(got.len(), 5, "{qs:?}");
             let times: Vec<&str> = got.iter().filter_map(|e| e["eventTime"].as_str()).collect();
             let mut sorted = times.clone();
-            sorted.sort_by_key(|t| chrono::DateTime::parse_from_rfc3339(t).map(|d| d.timestamp_millis()).unwrap_or(0));
+            sorted.sort_by_key(|t| {
+                chrono::DateTime::parse_from_rfc3339(t)
+                    .map(|d| d.timestamp_millis())
+                    .unwrap_or(0)
+            });
             assert_eq!(times, sorted, "orderBy eventTime ASC");
             continue;
         }
@@ -298,19 +354,39 @@ async fn epcis_conformance_capture_query_and_hash_vectors() {
             non_empty += 1;
         }
     }
-    assert!(non_empty >= 6, "the queries should find events in the examples");
+    assert!(
+        non_empty >= 6,
+        "the queries should find events in the examples"
+    );
 
     // Invalid documents are refused with the pointer of the first offending field, and
     // nothing of them is stored.
-    let mut bad: Value = serde_json::from_slice(&std::fs::read(dir.join("examples/Example_9.6.1-ObjectEvent.jsonld")).expect("read")).expect("json");
+    let mut bad: Value = serde_json::from_slice(
+        &std::fs::read(dir.join("examples/Example_9.6.1-ObjectEvent.jsonld")).expect("read"),
+    )
+    .expect("json");
     bad["epcisBody"]["eventList"][1]["eventTime"] = json!("yesterday");
-    bad["epcisBody"]["eventList"][0]["eventID"] = json!("urn:uuid:6a6d4b2e-4f83-4b10-9c0c-000000000001");
-    let (status, problem, _) = api.post_capture(&serde_json::to_vec(&bad).expect("json")).await;
+    bad["epcisBody"]["eventList"][0]["eventID"] =
+        json!("urn:uuid:6a6d4b2e-4f83-4b10-9c0c-000000000001");
+    let (status, problem, _) = api
+        .post_capture(&serde_json::to_vec(&bad).expect("json"))
+        .await;
     assert_eq!(status, 400, "{problem}");
-    assert_eq!(problem["type"], "epcisException:ValidationException", "{problem}");
-    assert_eq!(problem["pointer"], "/epcisBody/eventList/1/eventTime", "{problem}");
-    let (status, _) = api.get("/epcis/events/urn%3Auuid%3A6a6d4b2e-4f83-4b10-9c0c-000000000001").await;
-    assert_eq!(status, 404, "the valid first event of a refused document is not stored");
+    assert_eq!(
+        problem["type"], "epcisException:ValidationException",
+        "{problem}"
+    );
+    assert_eq!(
+        problem["pointer"], "/epcisBody/eventList/1/eventTime",
+        "{problem}"
+    );
+    let (status, _) = api
+        .get("/epcis/events/urn%3Auuid%3A6a6d4b2e-4f83-4b10-9c0c-000000000001")
+        .await;
+    assert_eq!(
+        status, 404,
+        "the valid first event of a refused document is not stored"
+    );
 
     let single = json!({
         "@context": ["https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"],
@@ -320,16 +396,28 @@ async fn epcis_conformance_capture_query_and_hash_vectors() {
             "action": "OBSERVE", "epcList": ["https://id.gs1.org/01/09521234000014/21/1"]
         }]}
     });
-    let (status, problem, _) = api.post_capture(&serde_json::to_vec(&single).expect("json")).await;
+    let (status, problem, _) = api
+        .post_capture(&serde_json::to_vec(&single).expect("json"))
+        .await;
     assert_eq!(status, 400, "{problem}");
     assert_eq!(problem["code"], "gs1_check_digit", "{problem}");
-    assert_eq!(problem["pointer"], "/epcisBody/eventList/0/epcList/0", "{problem}");
+    assert_eq!(
+        problem["pointer"], "/epcisBody/eventList/0/epcList/0",
+        "{problem}"
+    );
     let (status, problem, _) = api.post_capture(b"{not json").await;
-    assert_eq!((status, problem["code"].as_str()), (400, Some("epcis_malformed_json")));
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (400, Some("epcis_malformed_json"))
+    );
     let (status, problem) = api.get("/epcis/events?EQ_bizStep=no_such_step").await;
     assert_eq!(status, 400, "{problem}");
     assert_eq!(problem["type"], "epcisException:QueryParameterException");
-    assert_eq!(api.query_all("perPage=1000").await.len(), all.len(), "refusals stored nothing");
+    assert_eq!(
+        api.query_all("perPage=1000").await.len(),
+        all.len(),
+        "refusals stored nothing"
+    );
 
     // The event-hash vectors: captured through the chain, the contract's anchor of every
     // event carries exactly the expected CBV 2.0 hash ID.
@@ -339,8 +427,17 @@ async fn epcis_conformance_capture_query_and_hash_vectors() {
         let Ok(expected) = std::fs::read_to_string(&hashes) else {
             continue;
         };
-        let expected: Vec<String> = expected.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("?").to_string();
+        let expected: Vec<String> = expected
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("?")
+            .to_string();
         let body = std::fs::read(&path).expect("read");
         let (status, v, location) = api.post_capture(&body).await;
         if status == 400 {
@@ -368,11 +465,18 @@ async fn epcis_conformance_capture_query_and_hash_vectors() {
                 .expect("hash id");
             let (status, anchor) = api.get(&format!("/api/v1/state/trace/event%2F{hex}")).await;
             assert_eq!(status, 200, "{name}: {want}");
-            assert_eq!(anchor["value"]["event_hash_id"], json!(want), "{name}: {anchor}");
+            assert_eq!(
+                anchor["value"]["event_hash_id"],
+                json!(want),
+                "{name}: {anchor}"
+            );
             checked += 1;
         }
     }
-    assert!(checked >= 20, "only {checked} hash vectors went through the chain");
+    assert!(
+        checked >= 20,
+        "only {checked} hash vectors went through the chain"
+    );
     let _ = Context::new();
 }
 
@@ -400,7 +504,11 @@ async fn traceability_pages_in_a_real_browser() {
         if v["value"].is_object() {
             break;
         }
-        assert!(Instant::now() < deadline, "demo data not seeded: {}", node.log());
+        assert!(
+            Instant::now() < deadline,
+            "demo data not seeded: {}",
+            node.log()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let ok_page = format!("{url}/01/09521234000020/10/CHZ-2611A/21/1001");
@@ -408,18 +516,30 @@ async fn traceability_pages_in_a_real_browser() {
     let recalled_page = format!("{url}/01/09521234000020/10/CHZ-2612/21/2001");
 
     // Bad links are refused with the reason, not a crash.
-    let r = http.get(format!("{url}/01/09521234000021/10/X")).send().await.expect("bad");
+    let r = http
+        .get(format!("{url}/01/09521234000021/10/X"))
+        .send()
+        .await
+        .expect("bad");
     assert_eq!(r.status().as_u16(), 400);
     assert!(r.text().await.unwrap_or_default().contains("check digit"));
 
     let b = Browser::start().await;
     let c = b.c();
-    c.set_window_size(412, 915).await.expect("phone-sized window");
+    c.set_window_size(412, 915)
+        .await
+        .expect("phone-sized window");
     c.goto(&ok_page).await.expect("consumer page");
     let banner = b.text_of("[data-verdict]").await;
     assert!(banner.contains("Genuine"), "{banner}");
     let body = b.wait_text("Journey").await;
-    for want in ["Grassland cheddar", "Acme Dairy Plant", "Sold", "Organic product certificate", "Cold chain"] {
+    for want in [
+        "Grassland cheddar",
+        "Acme Dairy Plant",
+        "Sold",
+        "Organic product certificate",
+        "Cold chain",
+    ] {
         assert!(body.contains(want), "consumer page lacks {want:?}: {body}");
     }
     let verified = c
@@ -428,7 +548,14 @@ async fn traceability_pages_in_a_real_browser() {
         .for_element(Locator::Css("#verify-lot-out[data-verify-result]"))
         .await
         .expect("the phone's browser checks the proof by itself");
-    assert_eq!(verified.attr("data-verify-result").await.expect("attr").as_deref(), Some("ok"));
+    assert_eq!(
+        verified
+            .attr("data-verify-result")
+            .await
+            .expect("attr")
+            .as_deref(),
+        Some("ok")
+    );
     b.shot("consumer-ok").await;
     // Mobile first: nothing on the page is wider than the phone's screen.
     let wide = c
@@ -439,12 +566,23 @@ async fn traceability_pages_in_a_real_browser() {
         .await
         .expect("layout");
     assert_eq!(wide, json!([]), "elements wider than a phone screen");
-    c.execute("window.scrollTo(0, document.body.scrollHeight)", vec![]).await.expect("scroll");
+    c.execute("window.scrollTo(0, document.body.scrollHeight)", vec![])
+        .await
+        .expect("scroll");
     b.shot("consumer-ok-bottom").await;
 
     c.goto(&bad_page).await.expect("excursion page");
-    assert!(b.text_of("[data-verdict]").await.contains("Cold chain broken"));
-    assert!(c.find(Locator::Css(".cold-chart circle.point-bad")).await.is_ok(), "out-of-range readings are marked");
+    assert!(
+        b.text_of("[data-verdict]")
+            .await
+            .contains("Cold chain broken")
+    );
+    assert!(
+        c.find(Locator::Css(".cold-chart circle.point-bad"))
+            .await
+            .is_ok(),
+        "out-of-range readings are marked"
+    );
     b.shot("consumer-excursion").await;
 
     c.goto(&recalled_page).await.expect("recalled page");
@@ -477,18 +615,28 @@ async fn traceability_pages_in_a_real_browser() {
     b.fill("#f-password", &node.password_of("acme-admin")).await;
     b.click("form button[type='submit']").await;
     b.wait_text("acme-admin").await;
-    c.goto(&format!("{url}/traceability")).await.expect("overview");
+    c.goto(&format!("{url}/traceability"))
+        .await
+        .expect("overview");
     b.expect_h1("Traceability").await;
     let body = b.wait_text("Latest alerts").await;
-    assert!(body.contains("Counterfeit suspicion") && body.contains("Recall"), "{body}");
+    assert!(
+        body.contains("Counterfeit suspicion") && body.contains("Recall"),
+        "{body}"
+    );
     b.shot("trace-overview").await;
 
-    c.goto(&format!("{url}/traceability/products")).await.expect("products");
+    c.goto(&format!("{url}/traceability/products"))
+        .await
+        .expect("products");
     b.fill("#f-gtin", "09521234000045").await;
     b.fill("#f-name", "Butter 250 g").await;
     b.click("form.form button[type='submit']").await;
     let body = b.wait_text("check digit is wrong").await;
-    assert!(body.contains("expected 4"), "names the expected digit: {body}");
+    assert!(
+        body.contains("expected 4"),
+        "names the expected digit: {body}"
+    );
     b.shot("trace-product-error").await;
     b.fill("#f-gtin", "09521234000044").await;
     b.fill("#f-name", "Butter 250 g").await;
@@ -500,35 +648,56 @@ async fn traceability_pages_in_a_real_browser() {
     b.shot("trace-products").await;
 
     // A lot of it, then a handover to FreshMart: offered is not handed over.
-    c.goto(&format!("{url}/traceability/lots")).await.expect("lots");
+    c.goto(&format!("{url}/traceability/lots"))
+        .await
+        .expect("lots");
     b.fill("#f-gtin", "9521234000044").await;
     b.fill("#f-lot", "BUT-1").await;
     b.fill("#f-location", "9521234000203").await;
     b.click("form.form button[type='submit']").await;
     let body = b.wait_text("check digit is wrong").await;
-    assert!(body.contains("expected 4"), "the location's check digit: {body}");
+    assert!(
+        body.contains("expected 4"),
+        "the location's check digit: {body}"
+    );
     b.fill("#f-location", "9521234000204").await;
     b.click("form.form button[type='submit']").await;
     b.wait_text("The lot is created on chain.").await;
-    c.goto(&format!("{url}/traceability/lots/09521234000044/BUT-1")).await.expect("butter lot");
-    b.click("form[action='/traceability/handovers'] button[type='submit']").await;
+    c.goto(&format!("{url}/traceability/lots/09521234000044/BUT-1"))
+        .await
+        .expect("butter lot");
+    b.click("form[action='/traceability/handovers'] button[type='submit']")
+        .await;
     b.wait_text("custody moves when the receiver accepts").await;
-    let custodian = |v: Value| v["value"]["custodian"].as_str().unwrap_or_default().to_string();
+    let custodian = |v: Value| {
+        v["value"]["custodian"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
     let butter = |http: reqwest::Client| {
         let url = url.clone();
         async move {
-            http.get(format!("{url}/api/v1/state/trace/lot%2F09521234000044%2FBUT-1"))
-                .send()
-                .await
-                .expect("lot")
-                .json::<Value>()
-                .await
-                .expect("json")
+            http.get(format!(
+                "{url}/api/v1/state/trace/lot%2F09521234000044%2FBUT-1"
+            ))
+            .send()
+            .await
+            .expect("lot")
+            .json::<Value>()
+            .await
+            .expect("json")
         }
     };
-    assert_eq!(custodian(butter(http.clone()).await), "acme", "offered is not handed over");
+    assert_eq!(
+        custodian(butter(http.clone()).await),
+        "acme",
+        "offered is not handed over"
+    );
 
-    c.goto(&format!("{url}/traceability/lots/09521234000013/RAW-2611")).await.expect("lot");
+    c.goto(&format!("{url}/traceability/lots/09521234000013/RAW-2611"))
+        .await
+        .expect("lot");
     let body = b.wait_text("Trace graph").await;
     for want in ["CHZ-2611A", "YOG-2611B"] {
         assert!(body.contains(want), "the graph shows {want}: {body}");
@@ -551,27 +720,40 @@ async fn traceability_pages_in_a_real_browser() {
         .expect("choose file");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let v = c.execute("return document.getElementById('f-hash').value", vec![]).await.expect("hash");
+        let v = c
+            .execute("return document.getElementById('f-hash').value", vec![])
+            .await
+            .expect("hash");
         if v == json!(want) {
             break;
         }
-        assert!(Instant::now() < deadline, "the page did not hash the file: {v}");
+        assert!(
+            Instant::now() < deadline,
+            "the page did not hash the file: {v}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     b.fill("#f-kind", "Residue test").await;
     b.fill("#f-issuer", "Inner Mongolia Food Lab").await;
-    b.click("form[action='/traceability/certificates'] button[type='submit']").await;
+    b.click("form[action='/traceability/certificates'] button[type='submit']")
+        .await;
     b.wait_text("The certificate's digest is on chain.").await;
     b.wait_text("Residue test").await;
 
     // Live alerts: an excursion reported while the page is open appears without a reload.
-    c.goto(&format!("{url}/traceability/alerts")).await.expect("alerts");
+    c.goto(&format!("{url}/traceability/alerts"))
+        .await
+        .expect("alerts");
     c.wait()
         .at_most(Duration::from_secs(10))
         .for_element(Locator::Css("#live-alerts-status[data-state='connected']"))
         .await
         .expect("alert stream connected");
-    let rows_before = c.find_all(Locator::Css("#alerts-body tr.fresh")).await.map(|v| v.len()).unwrap_or(0);
+    let rows_before = c
+        .find_all(Locator::Css("#alerts-body tr.fresh"))
+        .await
+        .map(|v| v.len())
+        .unwrap_or(0);
     assert_eq!(rows_before, 0);
     // The carrier's admin reports a warm reading for the cheese it no longer holds: refused;
     // FreshMart (the custodian) reports it: accepted, and the alert shows up.
@@ -579,7 +761,14 @@ async fn traceability_pages_in_a_real_browser() {
         .expect("keystore")
         .load("freshmart-admin", crate::web::PASS)
         .expect("key");
-    let chain: Value = http.get(format!("{url}/api/v1/chain")).send().await.expect("chain").json().await.expect("json");
+    let chain: Value = http
+        .get(format!("{url}/api/v1/chain"))
+        .send()
+        .await
+        .expect("chain")
+        .json()
+        .await
+        .expect("json");
     let acc: Value = http
         .get(format!("{url}/api/v1/accounts/{}", key.public_key()))
         .send()
@@ -596,8 +785,11 @@ async fn traceability_pages_in_a_real_browser() {
         chain_core::node::now_ms() + 60_000,
         "trace",
         "sensor_report",
-        serde_json::to_vec(&json!({"gtin": "09521234000020", "lot": "CHZ-2611A", "device": "shelf-fridge-3",
-            "readings": [{"time_ms": chain_core::node::now_ms() - 1000, "temperature_c": 11.5}]})).expect("json"),
+        serde_json::to_vec(
+            &json!({"gtin": "09521234000020", "lot": "CHZ-2611A", "device": "shelf-fridge-3",
+            "readings": [{"time_ms": chain_core::node::now_ms() - 1000, "temperature_c": 11.5}]}),
+        )
+        .expect("json"),
     );
     let r: Value = http
         .post(format!("{url}/api/v1/txs"))
@@ -617,19 +809,26 @@ async fn traceability_pages_in_a_real_browser() {
     b.shot("trace-alerts-live").await;
 
     // Recall from the lot page: the lot and the lot made from it are recalled.
-    c.goto(&format!("{url}/traceability/lots/09521234000013/RAW-2611")).await.expect("lot");
+    c.goto(&format!("{url}/traceability/lots/09521234000013/RAW-2611"))
+        .await
+        .expect("lot");
     b.fill("#f-reason", "Test recall from the browser").await;
     b.click(".danger-zone button[type='submit']").await;
     b.wait_text("The recall is on chain").await;
     let lot: Value = http
-        .get(format!("{url}/api/v1/state/trace/lot%2F09521234000037%2FYOG-2611B"))
+        .get(format!(
+            "{url}/api/v1/state/trace/lot%2F09521234000037%2FYOG-2611B"
+        ))
         .send()
         .await
         .expect("lot")
         .json()
         .await
         .expect("json");
-    assert_eq!(lot["value"]["status"], "recalled", "recall followed the transformation: {lot}");
+    assert_eq!(
+        lot["value"]["status"], "recalled",
+        "recall followed the transformation: {lot}"
+    );
     b.shot("trace-recalled").await;
 
     // Labels: a PDF sheet and a PNG QR code.
@@ -653,19 +852,28 @@ async fn traceability_pages_in_a_real_browser() {
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
 
     // The receiver accepts: now custody moves.
-    c.goto(&format!("{url}/traceability")).await.expect("overview");
+    c.goto(&format!("{url}/traceability"))
+        .await
+        .expect("overview");
     b.click("form[action='/signout'] button").await;
     b.wait_text("Sign in").await;
     c.goto(&format!("{url}/signin")).await.expect("signin");
     b.fill("#f-username", "freshmart-admin").await;
-    b.fill("#f-password", &node.password_of("freshmart-admin")).await;
+    b.fill("#f-password", &node.password_of("freshmart-admin"))
+        .await;
     b.click("form button[type='submit']").await;
     b.wait_text("freshmart-admin").await;
-    c.goto(&format!("{url}/traceability/handovers")).await.expect("handovers");
+    c.goto(&format!("{url}/traceability/handovers"))
+        .await
+        .expect("handovers");
     b.wait_text("Awaiting acceptance").await;
     b.shot("trace-handovers").await;
     b.click("button[data-answer='accept']").await;
     b.wait_text("your organisation now holds the lots").await;
-    assert_eq!(custodian(butter(http.clone()).await), "freshmart", "accepted: custody moved");
+    assert_eq!(
+        custodian(butter(http.clone()).await),
+        "freshmart",
+        "accepted: custody moved"
+    );
     b.close().await;
 }

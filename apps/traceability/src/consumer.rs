@@ -478,7 +478,9 @@ pub async fn resolve(
     let mut places = Places::new(&app);
     let mut timeline = Vec::new();
     for e in &events {
-        let place = places.name(e.biz_location.as_deref().or(e.read_point.as_deref())).await;
+        let place = places
+            .name(e.biz_location.as_deref().or(e.read_point.as_deref()))
+            .await;
         let step = e.biz_step.clone().unwrap_or_default();
         let tone = match e.disposition.as_deref() {
             Some("recalled" | "damaged" | "destroyed" | "non_sellable_other" | "expired") => {
@@ -499,7 +501,11 @@ pub async fn resolve(
         timeline.push(TimelineItem {
             time: l.excursions.last().map(|x| format_time(x.time_ms)),
             title: t("trace.excursion").to_string(),
-            detail: Some(format!("{} × {}", l.excursion_count, t("trace.out_of_range"))),
+            detail: Some(format!(
+                "{} × {}",
+                l.excursion_count,
+                t("trace.out_of_range")
+            )),
             tone: Tone::Bad,
         });
     }
@@ -525,7 +531,11 @@ pub async fn resolve(
     };
     let certs = certificates(&app, subjects).await;
     let mut orgs = OrgNames::default();
-    let producer = match lot.as_ref().map(|l| l.owner.clone()).or_else(|| product.as_ref().map(|p| p.owner.clone())) {
+    let producer = match lot
+        .as_ref()
+        .map(|l| l.owner.clone())
+        .or_else(|| product.as_ref().map(|p| p.owner.clone()))
+    {
         Some(id) => Some(orgs.name(&node, &id).await),
         None => None,
     };
@@ -552,7 +562,10 @@ pub async fn resolve(
     let gtin = scanned.gtin.clone();
     let serial = scanned.serial.clone();
     let suspicious = scan.is_some_and(|s| s.suspicious);
-    let expiry = lot.as_ref().and_then(|l| l.expiry_ms).map(|e| format_time(e)[..10].to_string());
+    let expiry = lot
+        .as_ref()
+        .and_then(|l| l.expiry_ms)
+        .map(|e| format_time(e)[..10].to_string());
     let produced = lot
         .as_ref()
         .and_then(|l| l.produced_ms)
@@ -563,12 +576,18 @@ pub async fn resolve(
     };
     let range_text = band.map(|(a, b)| format!("{a:.1} – {b:.1} °C"));
     let excursions = lot.as_ref().map(|l| l.excursion_count).unwrap_or(0);
-    let brand = product.as_ref().map(|p| p.brand.clone()).unwrap_or_default();
+    let brand = product
+        .as_ref()
+        .map(|p| p.brand.clone())
+        .unwrap_or_default();
     let description = product
         .as_ref()
         .map(|p| p.description.clone())
         .unwrap_or_default();
-    let country = product.as_ref().map(|p| p.origin.clone()).unwrap_or_default();
+    let country = product
+        .as_ref()
+        .map(|p| p.origin.clone())
+        .unwrap_or_default();
     let mut resp = v.page(&title, move || {
         let facts = {
             let mut rows: Vec<(&'static str, AnyView)> = vec![(
@@ -691,8 +710,14 @@ pub async fn resolve(
     });
     if let Some(c) = new_cookie {
         // A year: the rule counts phones over weeks, and the value says nothing about anyone.
-        let secure = if v.state.secure_cookies { "; Secure" } else { "" };
-        let cookie = format!("{SCANNER_COOKIE}={c}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax{secure}");
+        let secure = if v.state.secure_cookies {
+            "; Secure"
+        } else {
+            ""
+        };
+        let cookie = format!(
+            "{SCANNER_COOKIE}={c}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax{secure}"
+        );
         if let Ok(h) = HeaderValue::from_str(&cookie) {
             resp.headers_mut().append(header::SET_COOKIE, h);
         }
@@ -715,7 +740,11 @@ mod tests {
         assert_eq!(s.gtin, "09521234000013");
         assert_eq!(s.lot.as_deref(), Some("M1"));
         assert_eq!(s.serial.as_deref(), Some("A/1"));
-        assert!(parse_path("/01/09521234000014/10/M1").unwrap_err().contains("check digit"));
+        assert!(
+            parse_path("/01/09521234000014/10/M1")
+                .unwrap_err()
+                .contains("check digit")
+        );
         assert!(parse_path("/01/09521234000013/21/S/10/L").is_err());
         assert!(parse_path("/00/095212340000000016").is_err());
     }

@@ -201,7 +201,8 @@ fn register_product(ctx: &mut CallContext<'_>, a: ProductArgs) -> Result<(), Con
     text("name_zh", &a.name_zh, 200)?;
     text("brand", &a.brand, 200)?;
     text("description", &a.description, 2000)?;
-    if !(a.origin.is_empty() || a.origin.len() == 2 && a.origin.bytes().all(|b| b.is_ascii_uppercase()))
+    if !(a.origin.is_empty()
+        || a.origin.len() == 2 && a.origin.bytes().all(|b| b.is_ascii_uppercase()))
     {
         return Err(ContractError::invalid_args(
             "origin must be an ISO 3166-1 alpha-2 country code such as CN",
@@ -317,7 +318,10 @@ fn create_lot(ctx: &mut CallContext<'_>, a: LotArgs) -> Result<(), ContractError
     let product = ctx
         .get_json::<Product>(&product_key(&r.gtin))?
         .ok_or_else(|| {
-            ContractError::new("unknown_product", format!("GTIN {} is not registered", r.gtin))
+            ContractError::new(
+                "unknown_product",
+                format!("GTIN {} is not registered", r.gtin),
+            )
         })?;
     if product.owner != m.org {
         return Err(ContractError::not_permitted(format!(
@@ -497,7 +501,12 @@ fn capture(ctx: &mut CallContext<'_>, a: CaptureArgs) -> Result<(), ContractErro
 }
 
 /// Lots an EPC list or quantity list names (class-level `lgtin`, or items whose lot is known).
-fn lots_of(ctx: &CallContext<'_>, event: &Value, epc_field: &str, qty_field: &str) -> Result<Vec<LotRef>, ContractError> {
+fn lots_of(
+    ctx: &CallContext<'_>,
+    event: &Value,
+    epc_field: &str,
+    qty_field: &str,
+) -> Result<Vec<LotRef>, ContractError> {
     let mut out = BTreeSet::new();
     if let Some(list) = event[epc_field].as_array() {
         for e in list.iter().filter_map(Value::as_str) {
@@ -529,7 +538,11 @@ fn get_or_new_lot(ctx: &CallContext<'_>, r: &LotRef, org: &str) -> Result<Lot, C
 
 /// Records what an event says about the links between things: items' lots (ILMD), inputs and
 /// outputs of a transformation, contents of logistic units.
-fn apply_event_links(ctx: &mut CallContext<'_>, event: &Value, org: &str) -> Result<(), ContractError> {
+fn apply_event_links(
+    ctx: &mut CallContext<'_>,
+    event: &Value,
+    org: &str,
+) -> Result<(), ContractError> {
     match event["type"].as_str().unwrap_or_default() {
         "ObjectEvent" => {
             // Commissioning with ILMD names the lot of serialised items.
@@ -550,7 +563,10 @@ fn apply_event_links(ctx: &mut CallContext<'_>, event: &Value, org: &str) -> Res
                         });
                         item.lot = Some(lot.to_string());
                         ctx.set_json(&key, &item)?;
-                        let r = LotRef { gtin, lot: lot.to_string() };
+                        let r = LotRef {
+                            gtin,
+                            lot: lot.to_string(),
+                        };
                         if ctx.get_json::<Lot>(&r.state_key())?.is_none() {
                             let l = new_lot(ctx, &r, org);
                             ctx.set_json(&r.state_key(), &l)?;
@@ -595,7 +611,12 @@ fn apply_event_links(ctx: &mut CallContext<'_>, event: &Value, org: &str) -> Res
             let action = event["action"].as_str().unwrap_or_default();
             let children: Vec<String> = event["childEPCs"]
                 .as_array()
-                .map(|l| l.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                .map(|l| {
+                    l.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
                 .unwrap_or_default();
             let child_lots = lots_of(ctx, event, "childEPCs", "childQuantityList")?;
             let ukey = unit_key(&parent);
@@ -633,7 +654,9 @@ fn apply_event_links(ctx: &mut CallContext<'_>, event: &Value, org: &str) -> Res
                     for c in removed {
                         disaggregate_child(ctx, &parent, &c)?;
                     }
-                    if event["childQuantityList"].as_array().is_none_or(Vec::is_empty)
+                    if event["childQuantityList"]
+                        .as_array()
+                        .is_none_or(Vec::is_empty)
                         && unit.children.is_empty()
                     {
                         unit.lots.clear();
@@ -650,7 +673,11 @@ fn apply_event_links(ctx: &mut CallContext<'_>, event: &Value, org: &str) -> Res
 }
 
 /// A child can be in one unit at a time.
-fn aggregate_child(ctx: &mut CallContext<'_>, parent: &str, child: &str) -> Result<(), ContractError> {
+fn aggregate_child(
+    ctx: &mut CallContext<'_>,
+    parent: &str,
+    child: &str,
+) -> Result<(), ContractError> {
     match ids::parse_epc(child)? {
         Epc::Item { gtin, serial } => {
             let key = item_key(&gtin, &serial);
@@ -673,7 +700,10 @@ fn aggregate_child(ctx: &mut CallContext<'_>, parent: &str, child: &str) -> Resu
         }
         Epc::Unit { sscc } => {
             if sscc == parent {
-                return Err(invalid("aggregation_conflict", "a unit cannot contain itself"));
+                return Err(invalid(
+                    "aggregation_conflict",
+                    "a unit cannot contain itself",
+                ));
             }
             let key = unit_key(&sscc);
             let mut u = ctx.get_json::<Unit>(&key)?.unwrap_or(Unit {
@@ -695,7 +725,11 @@ fn aggregate_child(ctx: &mut CallContext<'_>, parent: &str, child: &str) -> Resu
     }
 }
 
-fn disaggregate_child(ctx: &mut CallContext<'_>, parent: &str, child: &str) -> Result<(), ContractError> {
+fn disaggregate_child(
+    ctx: &mut CallContext<'_>,
+    parent: &str,
+    child: &str,
+) -> Result<(), ContractError> {
     match ids::parse_epc(child)? {
         Epc::Item { gtin, serial } => {
             let key = item_key(&gtin, &serial);
@@ -742,9 +776,12 @@ fn offer_handover(ctx: &mut CallContext<'_>, a: OfferArgs) -> Result<(), Contrac
     let m = operator(ctx)?;
     required("id", &a.id, 100)?;
     if a.lots.is_empty() || a.lots.len() > 1000 {
-        return Err(ContractError::invalid_args("a handover covers 1 to 1000 lots"));
+        return Err(ContractError::invalid_args(
+            "a handover covers 1 to 1000 lots",
+        ));
     }
-    let org: Option<system::Organisation> = ctx.get_json_in(system::NAME, &format!("org/{}", a.to_org))?;
+    let org: Option<system::Organisation> =
+        ctx.get_json_in(system::NAME, &format!("org/{}", a.to_org))?;
     if !org.is_some_and(|o| o.status == system::Status::Active) {
         return Err(ContractError::not_found(format!(
             "no active organisation {}",
@@ -753,7 +790,10 @@ fn offer_handover(ctx: &mut CallContext<'_>, a: OfferArgs) -> Result<(), Contrac
     }
     let key = handover_key(&a.id);
     if ctx.get_json::<Handover>(&key)?.is_some() {
-        return Err(invalid("handover_exists", format!("handover {} exists", a.id)));
+        return Err(invalid(
+            "handover_exists",
+            format!("handover {} exists", a.id),
+        ));
     }
     let mut lots = Vec::with_capacity(a.lots.len());
     for l in &a.lots {
@@ -775,7 +815,9 @@ fn offer_handover(ctx: &mut CallContext<'_>, a: OfferArgs) -> Result<(), Contrac
     }
     // Checked after custody: someone who holds nothing has no handover to address.
     if a.to_org == m.org {
-        return Err(ContractError::invalid_args("a handover goes to another organisation"));
+        return Err(ContractError::invalid_args(
+            "a handover goes to another organisation",
+        ));
     }
     let h = Handover {
         id: a.id.clone(),
@@ -809,7 +851,11 @@ enum Answer {
     Cancel,
 }
 
-fn answer_handover(ctx: &mut CallContext<'_>, a: HandoverIdArgs, answer: Answer) -> Result<(), ContractError> {
+fn answer_handover(
+    ctx: &mut CallContext<'_>,
+    a: HandoverIdArgs,
+    answer: Answer,
+) -> Result<(), ContractError> {
     let m = operator(ctx)?;
     let key = handover_key(&a.id);
     let mut h = ctx
@@ -821,7 +867,11 @@ fn answer_handover(ctx: &mut CallContext<'_>, a: HandoverIdArgs, answer: Answer)
             format!("handover {} is {:?}", a.id, h.status).to_lowercase(),
         ));
     }
-    let side = if answer == Answer::Cancel { &h.from_org } else { &h.to_org };
+    let side = if answer == Answer::Cancel {
+        &h.from_org
+    } else {
+        &h.to_org
+    };
     if &m.org != side {
         return Err(ContractError::not_permitted(format!(
             "only {side} can answer this handover"
@@ -834,7 +884,10 @@ fn answer_handover(ctx: &mut CallContext<'_>, a: HandoverIdArgs, answer: Answer)
             if lot.custodian != h.from_org {
                 return Err(invalid(
                     "custody_changed",
-                    format!("lot {} of GTIN {} is now held by {}", r.lot, r.gtin, lot.custodian),
+                    format!(
+                        "lot {} of GTIN {} is now held by {}",
+                        r.lot, r.gtin, lot.custodian
+                    ),
                 ));
             }
             lot.custodian = h.to_org.clone();
@@ -854,7 +907,10 @@ fn answer_handover(ctx: &mut CallContext<'_>, a: HandoverIdArgs, answer: Answer)
         Answer::Reject => "handover_rejected",
         Answer::Cancel => "handover_cancelled",
     };
-    ctx.emit(kind, &json!({"id": h.id, "from": h.from_org, "to": h.to_org}))
+    ctx.emit(
+        kind,
+        &json!({"id": h.id, "from": h.from_org, "to": h.to_org}),
+    )
 }
 
 // ------------------------------------------------------------------------------ cold chain
@@ -899,7 +955,10 @@ fn sensor_report(ctx: &mut CallContext<'_>, a: SensorArgs) -> Result<(), Contrac
     let product = ctx
         .get_json::<Product>(&product_key(&r.gtin))?
         .ok_or_else(|| {
-            ContractError::new("unknown_product", format!("GTIN {} is not registered", r.gtin))
+            ContractError::new(
+                "unknown_product",
+                format!("GTIN {} is not registered", r.gtin),
+            )
         })?;
     let mut found = Vec::new();
     for rd in &a.readings {

@@ -107,25 +107,52 @@ fn master_data_rejects_bad_identifiers_and_foreign_owners() {
     );
     assert_eq!(r.status, TxStatus::Failed);
     assert!(r.code.starts_with("gs1_"), "{}", r.code);
-    assert!(r.message.contains('3'), "names the expected digit: {}", r.message);
-    assert!(l.get_json::<Product>(NAME, &product_key("09521234000014")).is_none());
+    assert!(
+        r.message.contains('3'),
+        "names the expected digit: {}",
+        r.message
+    );
+    assert!(
+        l.get_json::<Product>(NAME, &product_key("09521234000014"))
+            .is_none()
+    );
 
     fails(
-        &call(&mut l, "clerk", "register_product", json!({"gtin": MILK, "name": "x"})),
+        &call(
+            &mut l,
+            "clerk",
+            "register_product",
+            json!({"gtin": MILK, "name": "x"}),
+        ),
         "not_permitted",
     );
     setup_milk(&mut l);
     // Another organisation cannot take over the GTIN or make its lots.
     fails(
-        &call(&mut l, "freshmart-admin", "register_product", json!({"gtin": MILK, "name": "x"})),
+        &call(
+            &mut l,
+            "freshmart-admin",
+            "register_product",
+            json!({"gtin": MILK, "name": "x"}),
+        ),
         "not_permitted",
     );
     fails(
-        &call(&mut l, "freshmart-admin", "create_lot", json!({"gtin": MILK, "lot": "F1"})),
+        &call(
+            &mut l,
+            "freshmart-admin",
+            "create_lot",
+            json!({"gtin": MILK, "lot": "F1"}),
+        ),
         "not_permitted",
     );
     fails(
-        &call(&mut l, "acme-admin", "create_lot", json!({"gtin": MILK, "lot": "M1"})),
+        &call(
+            &mut l,
+            "acme-admin",
+            "create_lot",
+            json!({"gtin": MILK, "lot": "M1"}),
+        ),
         "lot_exists",
     );
     let m1 = lot(&l, MILK, "M1");
@@ -133,7 +160,12 @@ fn master_data_rejects_bad_identifiers_and_foreign_owners() {
     // Shelf life gives the expiry.
     assert_eq!(m1.expiry_ms, m1.produced_ms.map(|p| p + 10 * 86_400_000));
     fails(
-        &call(&mut l, "acme-admin", "register_location", json!({"gln": "9521234000016", "name": "Farm"})),
+        &call(
+            &mut l,
+            "acme-admin",
+            "register_location",
+            json!({"gln": "9521234000016", "name": "Farm"}),
+        ),
         "gs1_check_digit",
     );
     ok(&call(
@@ -150,20 +182,42 @@ fn custody_moves_only_when_both_sides_signed() {
     setup_milk(&mut l);
     let offer = json!({"id": "H1", "to_org": "freshmart", "lots": [{"gtin": MILK, "lot": "M1"}]});
     // Only the custodian can offer.
-    fails(&call(&mut l, "shop", "offer_handover", offer.clone()), "not_permitted");
+    fails(
+        &call(&mut l, "shop", "offer_handover", offer.clone()),
+        "not_permitted",
+    );
     ok(&call(&mut l, "operator", "offer_handover", offer));
     // Offered is not handed over.
     assert_eq!(lot(&l, MILK, "M1").custodian, "acme");
     // A third organisation cannot accept, and the sender cannot accept for the receiver.
-    fails(&call(&mut l, "swiftcold-admin", "accept_handover", json!({"id": "H1"})), "not_permitted");
-    fails(&call(&mut l, "acme-admin", "accept_handover", json!({"id": "H1"})), "not_permitted");
-    ok(&call(&mut l, "shop", "accept_handover", json!({"id": "H1"})));
+    fails(
+        &call(
+            &mut l,
+            "swiftcold-admin",
+            "accept_handover",
+            json!({"id": "H1"}),
+        ),
+        "not_permitted",
+    );
+    fails(
+        &call(&mut l, "acme-admin", "accept_handover", json!({"id": "H1"})),
+        "not_permitted",
+    );
+    ok(&call(
+        &mut l,
+        "shop",
+        "accept_handover",
+        json!({"id": "H1"}),
+    ));
     assert_eq!(lot(&l, MILK, "M1").custodian, "freshmart");
     let h: Handover = l.get_json(NAME, &handover_key("H1")).expect("handover");
     assert_eq!(h.status, HandoverStatus::Accepted);
     assert_eq!(h.offered_by, "acme/operator");
     assert_eq!(h.answered_by.as_deref(), Some("freshmart/shop"));
-    fails(&call(&mut l, "shop", "accept_handover", json!({"id": "H1"})), "handover_closed");
+    fails(
+        &call(&mut l, "shop", "accept_handover", json!({"id": "H1"})),
+        "handover_closed",
+    );
     // The former custodian can no longer offer it.
     fails(
         &call(
@@ -189,7 +243,10 @@ fn an_excursion_makes_the_lot_non_conformant_with_evidence_and_an_alert() {
     ok(&call(&mut l, "gateway", "sensor_report", report(7.99)));
     assert_eq!(lot(&l, MILK, "M1").status, LotStatus::Ok);
     // Someone who is neither a gateway nor the custodian cannot report.
-    fails(&call(&mut l, "shop", "sensor_report", report(20.0)), "not_permitted");
+    fails(
+        &call(&mut l, "shop", "sensor_report", report(20.0)),
+        "not_permitted",
+    );
     let r = call(&mut l, "gateway", "sensor_report", report(9.5));
     ok(&r);
     let m1 = lot(&l, MILK, "M1");
@@ -232,14 +289,35 @@ fn transformation(inputs: &[(&str, &str)], outputs: &[(&str, &str)], id: &str) -
 fn recall_follows_transformations_forward_and_backward_through_levels() {
     let mut l = ledger();
     for (g, n) in [(MILK, "milk"), (CHEESE, "cheese"), (PIZZA, "pizza")] {
-        ok(&call(&mut l, "acme-admin", "register_product", json!({"gtin": g, "name": n})));
+        ok(&call(
+            &mut l,
+            "acme-admin",
+            "register_product",
+            json!({"gtin": g, "name": n}),
+        ));
     }
     // milk M1, M2 → cheese C1; milk M3 → cheese C2; cheese C1 → pizza P1, P2; C2 → P3.
     let events = vec![
-        transformation(&[(MILK, "M1"), (MILK, "M2")], &[(CHEESE, "C1")], "00000000-0000-4000-8000-000000000001"),
-        transformation(&[(MILK, "M3")], &[(CHEESE, "C2")], "00000000-0000-4000-8000-000000000002"),
-        transformation(&[(CHEESE, "C1")], &[(PIZZA, "P1"), (PIZZA, "P2")], "00000000-0000-4000-8000-000000000003"),
-        transformation(&[(CHEESE, "C2")], &[(PIZZA, "P3")], "00000000-0000-4000-8000-000000000004"),
+        transformation(
+            &[(MILK, "M1"), (MILK, "M2")],
+            &[(CHEESE, "C1")],
+            "00000000-0000-4000-8000-000000000001",
+        ),
+        transformation(
+            &[(MILK, "M3")],
+            &[(CHEESE, "C2")],
+            "00000000-0000-4000-8000-000000000002",
+        ),
+        transformation(
+            &[(CHEESE, "C1")],
+            &[(PIZZA, "P1"), (PIZZA, "P2")],
+            "00000000-0000-4000-8000-000000000003",
+        ),
+        transformation(
+            &[(CHEESE, "C2")],
+            &[(PIZZA, "P3")],
+            "00000000-0000-4000-8000-000000000004",
+        ),
     ];
     let r = call(
         &mut l,
@@ -258,12 +336,20 @@ fn recall_follows_transformations_forward_and_backward_through_levels() {
     );
     ok(&again);
     let data: Value = serde_json::from_slice(&again.events[0].data).expect("json");
-    assert_eq!((data["stored"].as_u64(), data["duplicates"].as_u64()), (Some(0), Some(4)));
+    assert_eq!(
+        (data["stored"].as_u64(), data["duplicates"].as_u64()),
+        (Some(0), Some(4))
+    );
     assert_eq!(l.keys_with_prefix(NAME, "event/").len(), 4);
 
     // A retailer cannot recall the maker's lot; the regulator can.
     fails(
-        &call(&mut l, "shop", "recall", json!({"id": "R1", "gtin": CHEESE, "lot": "C1", "reason": "listeria"})),
+        &call(
+            &mut l,
+            "shop",
+            "recall",
+            json!({"id": "R1", "gtin": CHEESE, "lot": "C1", "reason": "listeria"}),
+        ),
         "not_permitted",
     );
     let r = call(
@@ -295,7 +381,11 @@ fn recall_follows_transformations_forward_and_backward_through_levels() {
 #[test]
 fn a_capture_with_one_bad_event_stores_nothing() {
     let mut l = ledger();
-    let good = transformation(&[(MILK, "M1")], &[(CHEESE, "C1")], "00000000-0000-4000-8000-000000000001");
+    let good = transformation(
+        &[(MILK, "M1")],
+        &[(CHEESE, "C1")],
+        "00000000-0000-4000-8000-000000000001",
+    );
     let r = call(
         &mut l,
         "acme-admin",
@@ -323,11 +413,31 @@ fn an_item_is_packed_in_one_unit_at_a_time() {
         })
         .to_string()
     };
-    ok(&call(&mut l, "acme-admin", "capture", json!({"capture_id": "a", "events": [agg("0000000001", "ADD")]})));
+    ok(&call(
+        &mut l,
+        "acme-admin",
+        "capture",
+        json!({"capture_id": "a", "events": [agg("0000000001", "ADD")]}),
+    ));
     fails(
-        &call(&mut l, "acme-admin", "capture", json!({"capture_id": "b", "events": [agg("0000000002", "ADD")]})),
+        &call(
+            &mut l,
+            "acme-admin",
+            "capture",
+            json!({"capture_id": "b", "events": [agg("0000000002", "ADD")]}),
+        ),
         "aggregation_conflict",
     );
-    ok(&call(&mut l, "acme-admin", "capture", json!({"capture_id": "c", "events": [agg("0000000001", "DELETE")]})));
-    ok(&call(&mut l, "acme-admin", "capture", json!({"capture_id": "d", "events": [agg("0000000002", "ADD")]})));
+    ok(&call(
+        &mut l,
+        "acme-admin",
+        "capture",
+        json!({"capture_id": "c", "events": [agg("0000000001", "DELETE")]}),
+    ));
+    ok(&call(
+        &mut l,
+        "acme-admin",
+        "capture",
+        json!({"capture_id": "d", "events": [agg("0000000002", "ADD")]}),
+    ));
 }

@@ -116,10 +116,42 @@ pub async fn seed(
     let t0 = now - 6 * DAY;
 
     for (who, gln, name, kind, address, lat, lon) in [
-        ("acme", &farm, "Acme Dairy Farm", "farm", "Xilinhot, Inner Mongolia", 43.93, 116.08),
-        ("acme", &plant, "Acme Dairy Plant", "plant", "Hohhot, Inner Mongolia", 40.84, 111.75),
-        ("swiftcold", &hub, "SwiftCold Beijing Hub", "warehouse", "Shunyi, Beijing", 40.13, 116.65),
-        ("freshmart", &store, "FreshMart Chaoyang", "store", "Chaoyang, Beijing", 39.92, 116.44),
+        (
+            "acme",
+            &farm,
+            "Acme Dairy Farm",
+            "farm",
+            "Xilinhot, Inner Mongolia",
+            43.93,
+            116.08,
+        ),
+        (
+            "acme",
+            &plant,
+            "Acme Dairy Plant",
+            "plant",
+            "Hohhot, Inner Mongolia",
+            40.84,
+            111.75,
+        ),
+        (
+            "swiftcold",
+            &hub,
+            "SwiftCold Beijing Hub",
+            "warehouse",
+            "Shunyi, Beijing",
+            40.13,
+            116.65,
+        ),
+        (
+            "freshmart",
+            &store,
+            "FreshMart Chaoyang",
+            "store",
+            "Chaoyang, Beijing",
+            39.92,
+            116.44,
+        ),
     ] {
         s.call(
             who,
@@ -129,9 +161,30 @@ pub async fn seed(
         .await?;
     }
     for (gtin, name, zh, temp, days, desc) in [
-        (MILK, "Raw milk (bulk)", "生牛乳（散装）", [0.0, 6.0], 3, "Raw cow's milk from the Acme farm."),
-        (CHEESE, "Grassland cheddar 200 g", "草原切达奶酪 200克", [2.0, 8.0], 90, "Aged cheddar made from Acme farm milk."),
-        (YOGHURT, "Plain yoghurt 1 kg", "原味酸奶 1公斤", [2.0, 6.0], 21, "Set yoghurt, live cultures."),
+        (
+            MILK,
+            "Raw milk (bulk)",
+            "生牛乳（散装）",
+            [0.0, 6.0],
+            3,
+            "Raw cow's milk from the Acme farm.",
+        ),
+        (
+            CHEESE,
+            "Grassland cheddar 200 g",
+            "草原切达奶酪 200克",
+            [2.0, 8.0],
+            90,
+            "Aged cheddar made from Acme farm milk.",
+        ),
+        (
+            YOGHURT,
+            "Plain yoghurt 1 kg",
+            "原味酸奶 1公斤",
+            [2.0, 6.0],
+            21,
+            "Set yoghurt, live cultures.",
+        ),
     ] {
         s.call(
             "acme",
@@ -144,9 +197,30 @@ pub async fn seed(
     for (gtin, lot, produced, expiry, loc, qty) in [
         (MILK, "RAW-2611", t0, t0 + 3 * DAY, &farm, "4000 L"),
         (MILK, "RAW-2612", t0 + DAY, t0 + 4 * DAY, &farm, "3000 L"),
-        (CHEESE, "CHZ-2611A", t0 + DAY, now + 80 * DAY, &plant, "500 kg"),
-        (YOGHURT, "YOG-2611B", t0 + DAY, now + 14 * DAY, &plant, "800 kg"),
-        (CHEESE, "CHZ-2612", t0 + 2 * DAY, now + 81 * DAY, &plant, "300 kg"),
+        (
+            CHEESE,
+            "CHZ-2611A",
+            t0 + DAY,
+            now + 80 * DAY,
+            &plant,
+            "500 kg",
+        ),
+        (
+            YOGHURT,
+            "YOG-2611B",
+            t0 + DAY,
+            now + 14 * DAY,
+            &plant,
+            "800 kg",
+        ),
+        (
+            CHEESE,
+            "CHZ-2612",
+            t0 + 2 * DAY,
+            now + 81 * DAY,
+            &plant,
+            "300 kg",
+        ),
     ] {
         s.call(
             "acme",
@@ -155,8 +229,12 @@ pub async fn seed(
         )
         .await?;
     }
-    let cheese_items: Vec<String> = (1001..=1006).map(|n| item(CHEESE, &n.to_string())).collect();
-    let recalled_items: Vec<String> = (2001..=2003).map(|n| item(CHEESE, &n.to_string())).collect();
+    let cheese_items: Vec<String> = (1001..=1006)
+        .map(|n| item(CHEESE, &n.to_string()))
+        .collect();
+    let recalled_items: Vec<String> = (2001..=2003)
+        .map(|n| item(CHEESE, &n.to_string()))
+        .collect();
     let ev = |ty: &str, at: u64, step: &str, disp: &str, loc: &str| {
         json!({
             "type": ty,
@@ -177,13 +255,33 @@ pub async fn seed(
         events.push(e);
     }
     for (input, output, items, at, uom) in [
-        ("RAW-2611", (CHEESE, "CHZ-2611A"), &cheese_items, t0 + DAY, "KGM"),
-        ("RAW-2611", (YOGHURT, "YOG-2611B"), &Vec::new(), t0 + DAY + 2 * HOUR, "KGM"),
-        ("RAW-2612", (CHEESE, "CHZ-2612"), &recalled_items, t0 + 2 * DAY, "KGM"),
+        (
+            "RAW-2611",
+            (CHEESE, "CHZ-2611A"),
+            &cheese_items,
+            t0 + DAY,
+            "KGM",
+        ),
+        (
+            "RAW-2611",
+            (YOGHURT, "YOG-2611B"),
+            &Vec::new(),
+            t0 + DAY + 2 * HOUR,
+            "KGM",
+        ),
+        (
+            "RAW-2612",
+            (CHEESE, "CHZ-2612"),
+            &recalled_items,
+            t0 + 2 * DAY,
+            "KGM",
+        ),
     ] {
         let mut e = ev("TransformationEvent", at, "transforming", "active", &plant);
-        e["inputQuantityList"] = json!([{"epcClass": class(MILK, input), "quantity": 1500, "uom": "LTR"}]);
-        e["outputQuantityList"] = json!([{"epcClass": class(output.0, output.1), "quantity": 300, "uom": uom}]);
+        e["inputQuantityList"] =
+            json!([{"epcClass": class(MILK, input), "quantity": 1500, "uom": "LTR"}]);
+        e["outputQuantityList"] =
+            json!([{"epcClass": class(output.0, output.1), "quantity": 300, "uom": uom}]);
         events.push(e);
         if !items.is_empty() {
             let mut c = ev("ObjectEvent", at + HOUR, "commissioning", "active", &plant);
@@ -193,13 +291,26 @@ pub async fn seed(
             events.push(c);
         }
     }
-    let mut pack = ev("AggregationEvent", t0 + 2 * DAY, "packing", "in_progress", &plant);
+    let mut pack = ev(
+        "AggregationEvent",
+        t0 + 2 * DAY,
+        "packing",
+        "in_progress",
+        &plant,
+    );
     pack["action"] = json!("ADD");
     pack["parentID"] = json!(format!("https://id.gs1.org/00/{pallet}"));
     pack["childEPCs"] = json!(cheese_items);
-    pack["childQuantityList"] = json!([{"epcClass": class(YOGHURT, "YOG-2611B"), "quantity": 200, "uom": "KGM"}]);
+    pack["childQuantityList"] =
+        json!([{"epcClass": class(YOGHURT, "YOG-2611B"), "quantity": 200, "uom": "KGM"}]);
     events.push(pack);
-    let mut ship = ev("ObjectEvent", t0 + 2 * DAY + 4 * HOUR, "shipping", "in_transit", &plant);
+    let mut ship = ev(
+        "ObjectEvent",
+        t0 + 2 * DAY + 4 * HOUR,
+        "shipping",
+        "in_transit",
+        &plant,
+    );
     ship["action"] = json!("OBSERVE");
     ship["epcList"] = json!([format!("https://id.gs1.org/00/{pallet}")]);
     events.push(ship);
@@ -211,15 +322,23 @@ pub async fn seed(
         json!({"id": "H-2611-1", "to_org": "swiftcold", "lots": [{"gtin": CHEESE, "lot": "CHZ-2611A"}, {"gtin": YOGHURT, "lot": "YOG-2611B"}]}),
     )
     .await?;
-    s.call("swiftcold", "accept_handover", json!({"id": "H-2611-1"})).await?;
+    s.call("swiftcold", "accept_handover", json!({"id": "H-2611-1"}))
+        .await?;
 
-    let mut recv = ev("ObjectEvent", t0 + 3 * DAY, "receiving", "in_progress", &hub);
+    let mut recv = ev(
+        "ObjectEvent",
+        t0 + 3 * DAY,
+        "receiving",
+        "in_progress",
+        &hub,
+    );
     recv["action"] = json!("OBSERVE");
     recv["epcList"] = json!([format!("https://id.gs1.org/00/{pallet}")]);
     let mut ship2 = ev("ObjectEvent", t0 + 4 * DAY, "shipping", "in_transit", &hub);
     ship2["action"] = json!("OBSERVE");
     ship2["epcList"] = json!([format!("https://id.gs1.org/00/{pallet}")]);
-    s.capture("swiftcold", "demo-swiftcold-1", vec![recv, ship2]).await?;
+    s.capture("swiftcold", "demo-swiftcold-1", vec![recv, ship2])
+        .await?;
 
     // Cold chain on the truck: the cheese stays in range, the yoghurt warms up once.
     let readings = |lot_base: f64, spike: Option<f64>| -> Vec<Value> {
@@ -253,22 +372,51 @@ pub async fn seed(
         json!({"id": "H-2611-2", "to_org": "freshmart", "lots": [{"gtin": CHEESE, "lot": "CHZ-2611A"}]}),
     )
     .await?;
-    s.call("freshmart", "accept_handover", json!({"id": "H-2611-2"})).await?;
-    let mut arrive = ev("ObjectEvent", t0 + 5 * DAY, "receiving", "in_progress", &store);
+    s.call("freshmart", "accept_handover", json!({"id": "H-2611-2"}))
+        .await?;
+    let mut arrive = ev(
+        "ObjectEvent",
+        t0 + 5 * DAY,
+        "receiving",
+        "in_progress",
+        &store,
+    );
     arrive["action"] = json!("OBSERVE");
     arrive["epcList"] = json!([format!("https://id.gs1.org/00/{pallet}")]);
-    let mut unpack = ev("AggregationEvent", t0 + 5 * DAY + HOUR, "unpacking", "in_progress", &store);
+    let mut unpack = ev(
+        "AggregationEvent",
+        t0 + 5 * DAY + HOUR,
+        "unpacking",
+        "in_progress",
+        &store,
+    );
     unpack["action"] = json!("DELETE");
     unpack["parentID"] = json!(format!("https://id.gs1.org/00/{pallet}"));
     unpack["childEPCs"] = json!(cheese_items);
-    let mut shelf = ev("ObjectEvent", t0 + 5 * DAY + 2 * HOUR, "stocking", "sellable_accessible", &store);
+    let mut shelf = ev(
+        "ObjectEvent",
+        t0 + 5 * DAY + 2 * HOUR,
+        "stocking",
+        "sellable_accessible",
+        &store,
+    );
     shelf["action"] = json!("OBSERVE");
     shelf["epcList"] = json!(cheese_items);
-    let mut sold = ev("ObjectEvent", t0 + 5 * DAY + 9 * HOUR, "retail_selling", "retail_sold", &store);
+    let mut sold = ev(
+        "ObjectEvent",
+        t0 + 5 * DAY + 9 * HOUR,
+        "retail_selling",
+        "retail_sold",
+        &store,
+    );
     sold["action"] = json!("OBSERVE");
     sold["epcList"] = json!([item(CHEESE, "1001")]);
-    s.capture("freshmart", "demo-freshmart-1", vec![arrive, unpack, shelf, sold])
-        .await?;
+    s.capture(
+        "freshmart",
+        "demo-freshmart-1",
+        vec![arrive, unpack, shelf, sold],
+    )
+    .await?;
 
     let digest = |text: &str| hex::encode(Sha256::digest(text.as_bytes()));
     s.call(

@@ -20,8 +20,8 @@ use base64::Engine as _;
 use chain_core::node::now_ms;
 use frontend::web::{Shared, Viewer};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 use serde_json::{Value, json};
 
@@ -153,7 +153,11 @@ async fn caller(v: &Viewer, headers: &HeaderMap) -> Result<Caller, Response> {
                     }
                     cache.insert(
                         cache_key,
-                        (u.member.clone(), u.key_label.clone(), std::time::Instant::now()),
+                        (
+                            u.member.clone(),
+                            u.key_label.clone(),
+                            std::time::Instant::now(),
+                        ),
                     );
                     (u.member, u.key_label)
                 }
@@ -211,7 +215,11 @@ fn app_cache_key(user: &str, password: &str) -> [u8; 32] {
 
 /// Checks what the contract would refuse, so that a document the chain cannot take is refused
 /// whole before anything is submitted: event hash inputs, index fields and GS1 identifiers.
-fn precheck_event(event: &Value, context: &Value, ignore: &[String]) -> Result<(), (String, String, String)> {
+fn precheck_event(
+    event: &Value,
+    context: &Value,
+    ignore: &[String],
+) -> Result<(), (String, String, String)> {
     let fail = |field: &str, e: chain_core::contract::ContractError| match e {
         chain_core::contract::ContractError::Rejected { code, message } => {
             (field.to_string(), code, message)
@@ -400,7 +408,11 @@ async fn capture(
                 "ignore_fields": ignore,
                 "events": events,
             });
-            (NAME.to_string(), "capture".to_string(), args.to_string().into_bytes())
+            (
+                NAME.to_string(),
+                "capture".to_string(),
+                args.to_string().into_bytes(),
+            )
         })
         .collect();
     let tx_count = calls.len();
@@ -440,7 +452,9 @@ async fn capture(
         Ok(ids) => ids,
         Err((0, e)) => {
             // Nothing reached the chain: the capture is refused as a whole.
-            let _ = trace_capture::Entity::delete_by_id(capture_id).exec(&app.db).await;
+            let _ = trace_capture::Entity::delete_by_id(capture_id)
+                .exec(&app.db)
+                .await;
             let (code, message) = match e {
                 frontend::auth::CallError::Chain { code, message } => (code, message),
                 frontend::auth::CallError::Key(m) => ("key_unavailable".to_string(), m),
@@ -460,12 +474,18 @@ async fn capture(
         Err((i, e)) => {
             // Part of a large document was admitted: the job reports the failure; the admitted
             // part stays captured (events are idempotent, so the client may capture it again).
-            let _ = finish_job(&app, &capture_id, "failed", Some(("partial".into(), format!("transaction {i} of {tx_count} was refused: {e}")))).await;
-            let mut r = (
-                StatusCode::ACCEPTED,
-                Json(json!({"captureID": capture_id})),
+            let _ = finish_job(
+                &app,
+                &capture_id,
+                "failed",
+                Some((
+                    "partial".into(),
+                    format!("transaction {i} of {tx_count} was refused: {e}"),
+                )),
             )
-                .into_response();
+            .await;
+            let mut r =
+                (StatusCode::ACCEPTED, Json(json!({"captureID": capture_id}))).into_response();
             set_location(&mut r, &capture_id);
             return epcis_headers(r);
         }
@@ -567,7 +587,12 @@ async fn follow_job(app: TraceShared, id: String, tx_ids: Vec<chain_core::crypto
         let _ = trace_capture::Entity::update(update).exec(&app.db).await;
     }
     // The job succeeds only once its events can be queried.
-    if error.is_none() && !app.indexed.wait_for(max_height, Duration::from_secs(60)).await {
+    if error.is_none()
+        && !app
+            .indexed
+            .wait_for(max_height, Duration::from_secs(60))
+            .await
+    {
         error = Some((
             "timeout".into(),
             "the events were committed but not indexed in time".into(),
@@ -625,7 +650,10 @@ async fn capture_job(
     if let Err(r) = caller(&v, &headers).await {
         return r;
     }
-    match trace_capture::Entity::find_by_id(id.clone()).one(&app.db).await {
+    match trace_capture::Entity::find_by_id(id.clone())
+        .one(&app.db)
+        .await
+    {
         Ok(Some(j)) => epcis_headers(Json(job_json(&j)).into_response()),
         Ok(None) => problem(
             StatusCode::NOT_FOUND,
@@ -651,9 +679,9 @@ async fn capture_jobs(
         .all(&app.db)
         .await
     {
-        Ok(jobs) => epcis_headers(
-            Json(Value::Array(jobs.iter().map(job_json).collect())).into_response(),
-        ),
+        Ok(jobs) => {
+            epcis_headers(Json(Value::Array(jobs.iter().map(job_json).collect())).into_response())
+        }
         Err(e) => internal(e),
     }
 }
@@ -681,7 +709,10 @@ pub fn served_event(m: &trace_event::Model) -> Option<Value> {
         obj.insert("eventID".into(), Value::String(id.clone()));
     }
     if !obj.contains_key("recordTime") {
-        obj.insert("recordTime".into(), Value::String(rfc3339(m.record_time_ms)));
+        obj.insert(
+            "recordTime".into(),
+            Value::String(rfc3339(m.record_time_ms)),
+        );
     }
     Some(ev)
 }
@@ -712,10 +743,7 @@ fn result_context(extra: &BTreeSet<String>) -> Value {
 }
 
 fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
-    raw.map(|q| {
-        form_urlencoded_pairs(q)
-    })
-    .unwrap_or_default()
+    raw.map(form_urlencoded_pairs).unwrap_or_default()
 }
 
 /// `application/x-www-form-urlencoded` decoding (`+` is a space).
@@ -761,7 +789,9 @@ fn exact_keys(q: &EventQuery) -> Option<Vec<String>> {
 
 /// The paging position: the sort value of the last event served and its sequence number.
 fn parse_token(t: &str) -> Option<(i64, i64)> {
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t).ok()?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(t)
+        .ok()?;
     let s = String::from_utf8(raw).ok()?;
     let (a, b) = s.split_once(':')?;
     Some((a.parse().ok()?, b.parse().ok()?))
@@ -832,7 +862,11 @@ pub async fn run_query(
         if seqs.is_empty() {
             return Ok((Vec::new(), None));
         }
-        let seqs: Vec<i64> = seqs.into_iter().collect::<BTreeSet<_>>().into_iter().collect();
+        let seqs: Vec<i64> = seqs
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         base = base.add(trace_event::Column::Seq.is_in(seqs));
     }
     let mut after = match &q.next_page_token {
@@ -856,21 +890,27 @@ pub async fn run_query(
         let mut cond = base.clone();
         if let Some((s, seq)) = after {
             let next = if desc {
-                Condition::any()
-                    .add(sort_col.lt(s))
-                    .add(Condition::all().add(sort_col.eq(s)).add(trace_event::Column::Seq.lt(seq)))
+                Condition::any().add(sort_col.lt(s)).add(
+                    Condition::all()
+                        .add(sort_col.eq(s))
+                        .add(trace_event::Column::Seq.lt(seq)),
+                )
             } else {
-                Condition::any()
-                    .add(sort_col.gt(s))
-                    .add(Condition::all().add(sort_col.eq(s)).add(trace_event::Column::Seq.gt(seq)))
+                Condition::any().add(sort_col.gt(s)).add(
+                    Condition::all()
+                        .add(sort_col.eq(s))
+                        .add(trace_event::Column::Seq.gt(seq)),
+                )
             };
             cond = cond.add(next);
         }
         let mut find = trace_event::Entity::find().filter(cond);
         find = if desc {
-            find.order_by_desc(sort_col).order_by_desc(trace_event::Column::Seq)
+            find.order_by_desc(sort_col)
+                .order_by_desc(trace_event::Column::Seq)
         } else {
-            find.order_by_asc(sort_col).order_by_asc(trace_event::Column::Seq)
+            find.order_by_asc(sort_col)
+                .order_by_asc(trace_event::Column::Seq)
         };
         let rows = match find.limit(batch).all(&app.db).await {
             Ok(r) => r,
@@ -899,7 +939,9 @@ pub async fn run_query(
             }
             if out.len() == per_page {
                 // One more match exists: there is a next page, starting after the last served.
-                let last = out.last().map(|m: &trace_event::Model| make_token(sort_of(m), m.seq));
+                let last = out
+                    .last()
+                    .map(|m: &trace_event::Model| make_token(sort_of(m), m.seq));
                 if q.max_event_count.is_none() {
                     return Ok((out, last));
                 }
@@ -963,9 +1005,17 @@ async fn events(
         keep.push(("nextPageToken".into(), token));
         let qs: Vec<String> = keep
             .iter()
-            .map(|(k, v)| format!("{}={}", frontend::components::urlencode(k), frontend::components::urlencode(v)))
+            .map(|(k, v)| {
+                format!(
+                    "{}={}",
+                    frontend::components::urlencode(k),
+                    frontend::components::urlencode(v)
+                )
+            })
             .collect();
-        if let Ok(h) = HeaderValue::from_str(&format!("</epcis/events?{}>; rel=\"next\"", qs.join("&"))) {
+        if let Ok(h) =
+            HeaderValue::from_str(&format!("</epcis/events?{}>; rel=\"next\"", qs.join("&")))
+        {
             r.headers_mut().insert(header::LINK, h);
         }
     }
@@ -1022,7 +1072,10 @@ pub async fn counts(app: &TraceShared) -> BTreeMap<&'static str, u64> {
     let mut m = BTreeMap::new();
     m.insert(
         "events",
-        trace_event::Entity::find().count(&app.db).await.unwrap_or(0),
+        trace_event::Entity::find()
+            .count(&app.db)
+            .await
+            .unwrap_or(0),
     );
     m
 }
@@ -1048,11 +1101,17 @@ mod tests {
     #[test]
     fn events_are_chunked_within_the_budget() {
         let big = "x".repeat(300 * 1024);
-        let chunks = chunk_events(vec![big.clone(), big.clone(), big.clone(), "y".into()], 900 * 1024);
+        let chunks = chunk_events(
+            vec![big.clone(), big.clone(), big.clone(), "y".into()],
+            900 * 1024,
+        );
         assert_eq!(chunks.len(), 2);
         assert_eq!(chunks[0].len(), 2);
         let many = chunk_events(vec!["e".to_string(); TX_EVENTS * 2 + 1], 900 * 1024);
-        assert_eq!(many.iter().map(Vec::len).collect::<Vec<_>>(), vec![TX_EVENTS, TX_EVENTS, 1]);
+        assert_eq!(
+            many.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![TX_EVENTS, TX_EVENTS, 1]
+        );
     }
 
     #[test]
@@ -1066,7 +1125,10 @@ mod tests {
         assert_eq!(
             form_urlencoded_pairs("GE_eventTime=2020-01-01T00:00:00%2B01:00&EQ_bizStep=a+b"),
             vec![
-                ("GE_eventTime".to_string(), "2020-01-01T00:00:00+01:00".to_string()),
+                (
+                    "GE_eventTime".to_string(),
+                    "2020-01-01T00:00:00+01:00".to_string()
+                ),
                 ("EQ_bizStep".to_string(), "a b".to_string())
             ]
         );

@@ -102,7 +102,12 @@ pub async fn trace(node: &Node, root: &LotRef, max_nodes: usize) -> Result<Trace
             units.extend(l.units.iter().cloned());
             let next = if forward { &l.outputs } else { &l.inputs };
             for n in next {
-                queue.push_back((n.clone(), level + if forward { 1 } else { -1 }, r.clone(), forward));
+                queue.push_back((
+                    n.clone(),
+                    level + if forward { 1 } else { -1 },
+                    r.clone(),
+                    forward,
+                ));
             }
         }
     }

@@ -158,7 +158,10 @@ mod tests {
             Epc::Unit { .. }
         ));
         assert_eq!(parse_epc("urn:uuid:1234").unwrap(), Epc::Other);
-        assert_eq!(parse_epc("https://example.com/asset/7").unwrap(), Epc::Other);
+        assert_eq!(
+            parse_epc("https://example.com/asset/7").unwrap(),
+            Epc::Other
+        );
         let bad = parse_epc("https://id.gs1.org/01/09521234000014/21/7").unwrap_err();
         assert!(bad.to_string().contains("check digit"), "{bad}");
     }

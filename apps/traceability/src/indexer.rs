@@ -63,7 +63,8 @@ struct SensorReading {
 }
 
 fn hundredths(v: Option<f64>) -> Option<i64> {
-    v.filter(|v| v.is_finite()).map(|v| (v * 100.0).round() as i64)
+    v.filter(|v| v.is_finite())
+        .map(|v| (v * 100.0).round() as i64)
 }
 
 /// Whether a document context says more than the standard EPCIS context URL.
@@ -260,14 +261,20 @@ pub async fn index_block(node: &Node, db: &DatabaseConnection, height: u64) -> R
                 });
             }
         }
-        for ev in receipt.events.iter().filter(|e| e.kind.starts_with("handover_")) {
+        for ev in receipt
+            .events
+            .iter()
+            .filter(|e| e.kind.starts_with("handover_"))
+        {
             let Ok(data) = serde_json::from_slice::<Value>(&ev.data) else {
                 continue;
             };
             let status = ev.kind.trim_start_matches("handover_").to_string();
-            if let (Some(id), Some(from), Some(to)) =
-                (data["id"].as_str(), data["from"].as_str(), data["to"].as_str())
-            {
+            if let (Some(id), Some(from), Some(to)) = (
+                data["id"].as_str(),
+                data["from"].as_str(),
+                data["to"].as_str(),
+            ) {
                 handovers.push(trace_handover::Model {
                     id: id.to_string(),
                     from_org: from.to_string(),
@@ -296,7 +303,15 @@ pub async fn index_block(node: &Node, db: &DatabaseConnection, height: u64) -> R
             });
         }
     }
-    write_block(db, height, events, epcs, readings, alerts, certs, handovers)
+    let rows = BlockRows {
+        events,
+        epcs,
+        readings,
+        alerts,
+        certs,
+        handovers,
+    };
+    write_block(db, height, rows)
         .await
         .map_err(|e| e.to_string())
 }
@@ -325,16 +340,26 @@ fn skipped_events(receipt: &[u8]) -> std::collections::HashSet<usize> {
 /// Rows per INSERT statement: well under SQLite's 32,766 bound parameters.
 const CHUNK: usize = 1_000;
 
-async fn write_block(
-    db: &DatabaseConnection,
-    height: u64,
-    mut events: Vec<trace_event::ActiveModel>,
+/// The read-model rows one block yields.
+#[derive(Default)]
+struct BlockRows {
+    events: Vec<trace_event::ActiveModel>,
     epcs: Vec<trace_event_epc::ActiveModel>,
     readings: Vec<trace_reading::ActiveModel>,
     alerts: Vec<trace_alert::ActiveModel>,
     certs: Vec<trace_cert::ActiveModel>,
     handovers: Vec<trace_handover::Model>,
-) -> Result<(), DbErr> {
+}
+
+async fn write_block(db: &DatabaseConnection, height: u64, rows: BlockRows) -> Result<(), DbErr> {
+    let BlockRows {
+        mut events,
+        epcs,
+        readings,
+        alerts,
+        certs,
+        handovers,
+    } = rows;
     let txn = db.begin().await?;
     // The contract stored each event once; a re-indexed block (after a crash between the
     // node's commit and ours) finds its rows already there.
@@ -406,7 +431,10 @@ async fn write_block(
     }
     for h in handovers {
         // An offer creates the row; an answer (in a later block) updates its status.
-        match trace_handover::Entity::find_by_id(h.id.clone()).one(&txn).await? {
+        match trace_handover::Entity::find_by_id(h.id.clone())
+            .one(&txn)
+            .await?
+        {
             None => {
                 trace_handover::Entity::insert(trace_handover::ActiveModel {
                     id: Set(h.id),

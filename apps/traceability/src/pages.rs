@@ -19,7 +19,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::app::TraceShared;
-use crate::consumer::{ColdChainChart, biz_step_label, journey, lot_epc_key, readings, unit_epc_key};
+use crate::consumer::{
+    ColdChainChart, biz_step_label, journey, lot_epc_key, readings, unit_epc_key,
+};
 use crate::contract::{NAME, ROLE_OPERATOR};
 use crate::digital_link::{DigitalLink, PrimaryKey, Qualifier};
 use crate::domain::*;
@@ -36,7 +38,10 @@ pub fn routes() -> Router<Shared> {
         .route("/traceability/lots/{gtin}/{*lot}", get(lot_page))
         .route("/traceability/recall", post(recall))
         .route("/traceability/certificates", post(anchor_certificate))
-        .route("/traceability/handovers", get(handovers).post(offer_handover))
+        .route(
+            "/traceability/handovers",
+            get(handovers).post(offer_handover),
+        )
         .route("/traceability/handovers/answer", post(answer_handover))
         .route("/traceability/events", get(events))
         .route("/traceability/locations", get(locations).post(add_location))
@@ -168,7 +173,11 @@ async fn call(
     method: &str,
     args: &serde_json::Value,
 ) -> Result<chain_core::node::TxOutcome, CallError> {
-    let out = v.state.custody.call(v.node(), label, NAME, method, args).await?;
+    let out = v
+        .state
+        .custody
+        .call(v.node(), label, NAME, method, args)
+        .await?;
     app.indexed
         .wait_for(out.height, std::time::Duration::from_secs(5))
         .await;
@@ -219,8 +228,14 @@ fn flash(done: &Option<String>) -> Option<&'static str> {
 // ------------------------------------------------------------------------------ overview
 
 async fn overview(Extension(app): Extension<TraceShared>, v: Viewer) -> Response {
-    let events = trace_event::Entity::find().count(&app.db).await.unwrap_or(0);
-    let alerts_n = trace_alert::Entity::find().count(&app.db).await.unwrap_or(0);
+    let events = trace_event::Entity::find()
+        .count(&app.db)
+        .await
+        .unwrap_or(0);
+    let alerts_n = trace_alert::Entity::find()
+        .count(&app.db)
+        .await
+        .unwrap_or(0);
     let products = app
         .node
         .state_list(NAME, b"product/", None, 10_000)
@@ -272,7 +287,11 @@ fn alert_label(kind: &str) -> String {
 fn alert_rows(rows: &[trace_alert::Model]) -> Vec<Vec<AnyView>> {
     rows.iter()
         .map(|a| {
-            let lot = a.lot_key.strip_prefix("lot/").unwrap_or(&a.lot_key).to_string();
+            let lot = a
+                .lot_key
+                .strip_prefix("lot/")
+                .unwrap_or(&a.lot_key)
+                .to_string();
             let (gtin, lot_no) = lot.split_once('/').unwrap_or((&lot, ""));
             let detail: serde_json::Value = serde_json::from_str(&a.detail).unwrap_or_default();
             let count = detail["count"]
@@ -290,7 +309,8 @@ fn alert_rows(rows: &[trace_alert::Model]) -> Vec<Vec<AnyView>> {
                 None => format!("{gtin} / {lot_no}"),
             };
             let where_ = match a.height {
-                Some(h) => view! { <a href=format!("/explorer/blocks/{h}")>{format!("#{h}")}</a> }.into_any(),
+                Some(h) => view! { <a href=format!("/explorer/blocks/{h}")>{format!("#{h}")}</a> }
+                    .into_any(),
                 None => text(format_time(a.time_ms.max(0) as u64)),
             };
             vec![
@@ -368,8 +388,22 @@ struct ProductErrors {
     shelf: Option<&'static str>,
 }
 
-async fn products(Extension(app): Extension<TraceShared>, v: Viewer, Query(p): Query<Paged>) -> Response {
-    products_page(&app, &v, StatusCode::OK, ProductForm::default(), ProductErrors::default(), None, flash(&p.done), p.after).await
+async fn products(
+    Extension(app): Extension<TraceShared>,
+    v: Viewer,
+    Query(p): Query<Paged>,
+) -> Response {
+    products_page(
+        &app,
+        &v,
+        StatusCode::OK,
+        ProductForm::default(),
+        ProductErrors::default(),
+        None,
+        flash(&p.done),
+        p.after,
+    )
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -396,7 +430,13 @@ async fn products_page(
         .map(|(_, p)| {
             let range = p
                 .temperature
-                .map(|r| format!("{:.1} – {:.1} °C", r.min as f64 / 100.0, r.max as f64 / 100.0))
+                .map(|r| {
+                    format!(
+                        "{:.1} – {:.1} °C",
+                        r.min as f64 / 100.0,
+                        r.max as f64 / 100.0
+                    )
+                })
                 .unwrap_or_default();
             vec![
                 code(p.gtin.clone()),
@@ -407,10 +447,9 @@ async fn products_page(
             ]
         })
         .collect();
-    let can_act = v
-        .user
-        .as_ref()
-        .is_some_and(|u| u.has_role(ROLE_OPERATOR) || u.has_role(chain_core::system::ROLE_ORG_ADMIN));
+    let can_act = v.user.as_ref().is_some_and(|u| {
+        u.has_role(ROLE_OPERATOR) || u.has_role(chain_core::system::ROLE_ORG_ADMIN)
+    });
     v.page_with_status(status, v.tr("trace.products"), move || {
         let form_view = can_act.then(|| view! {
             <h2>{t("trace.add_product")}</h2>
@@ -452,7 +491,11 @@ fn parse_opt_f64(s: &str) -> Result<Option<f64>, ()> {
     s.replace(',', ".").parse::<f64>().map(Some).map_err(|_| ())
 }
 
-async fn add_product(Extension(app): Extension<TraceShared>, v: Viewer, Form(f): Form<ProductForm>) -> Response {
+async fn add_product(
+    Extension(app): Extension<TraceShared>,
+    v: Viewer,
+    Form(f): Form<ProductForm>,
+) -> Response {
     let (_user, label) = match operator_action(&v, &f.csrf) {
         Ok(x) => x,
         Err(r) => return r,
@@ -476,7 +519,10 @@ async fn add_product(Extension(app): Extension<TraceShared>, v: Viewer, Form(f):
             None
         }
     };
-    let humidity = match (parse_opt_f64(&f.humidity_min), parse_opt_f64(&f.humidity_max)) {
+    let humidity = match (
+        parse_opt_f64(&f.humidity_min),
+        parse_opt_f64(&f.humidity_max),
+    ) {
         (Ok(None), Ok(None)) => None,
         (Ok(Some(a)), Ok(Some(b))) if a <= b && a >= 0.0 && b <= 100.0 => Some([a, b]),
         _ => {
@@ -501,7 +547,17 @@ async fn add_product(Extension(app): Extension<TraceShared>, v: Viewer, Form(f):
         || errors.humidity.is_some()
         || errors.shelf.is_some()
     {
-        return products_page(&app, &v, StatusCode::UNPROCESSABLE_ENTITY, f, errors, gtin_detail, None, None).await;
+        return products_page(
+            &app,
+            &v,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            f,
+            errors,
+            gtin_detail,
+            None,
+            None,
+        )
+        .await;
     }
     let args = json!({
         "gtin": gtin,
@@ -520,7 +576,17 @@ async fn add_product(Extension(app): Extension<TraceShared>, v: Viewer, Form(f):
             if code == "product_exists" || code == "not_permitted" {
                 errors.gtin = Some("trace.err.gtin_taken");
             }
-            products_page(&app, &v, StatusCode::UNPROCESSABLE_ENTITY, f, errors, Some(format!("{code}: {message}")), None, None).await
+            products_page(
+                &app,
+                &v,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                f,
+                errors,
+                Some(format!("{code}: {message}")),
+                None,
+                None,
+            )
+            .await
         }
     }
 }
@@ -551,8 +617,22 @@ struct LotErrors {
     location: Option<&'static str>,
 }
 
-async fn lots(Extension(app): Extension<TraceShared>, v: Viewer, Query(p): Query<Paged>) -> Response {
-    lots_page(&app, &v, StatusCode::OK, LotForm::default(), LotErrors::default(), None, flash(&p.done), p.after).await
+async fn lots(
+    Extension(app): Extension<TraceShared>,
+    v: Viewer,
+    Query(p): Query<Paged>,
+) -> Response {
+    lots_page(
+        &app,
+        &v,
+        StatusCode::OK,
+        LotForm::default(),
+        LotErrors::default(),
+        None,
+        flash(&p.done),
+        p.after,
+    )
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -566,10 +646,11 @@ async fn lots_page(
     done: Option<&'static str>,
     after: Option<String>,
 ) -> Response {
-    let list: Vec<(String, Lot)> = match list_state(app, "lot/", after.as_deref(), PER_PAGE + 1).await {
-        Ok(l) => l,
-        Err(e) => return internal(v, e),
-    };
+    let list: Vec<(String, Lot)> =
+        match list_state(app, "lot/", after.as_deref(), PER_PAGE + 1).await {
+            Ok(l) => l,
+            Err(e) => return internal(v, e),
+        };
     let more = list.len() as u64 > PER_PAGE;
     let next = more.then(|| list[PER_PAGE as usize - 1].0.clone());
     let rows: Vec<Vec<AnyView>> = list
@@ -582,14 +663,17 @@ async fn lots_page(
                 status_badge(l.status),
                 text(l.owner.clone()),
                 text(l.custodian.clone()),
-                text(l.expiry_ms.map(|e| format_time(e)[..10].to_string()).unwrap_or_default()),
+                text(
+                    l.expiry_ms
+                        .map(|e| format_time(e)[..10].to_string())
+                        .unwrap_or_default(),
+                ),
             ]
         })
         .collect();
-    let can_act = v
-        .user
-        .as_ref()
-        .is_some_and(|u| u.has_role(ROLE_OPERATOR) || u.has_role(chain_core::system::ROLE_ORG_ADMIN));
+    let can_act = v.user.as_ref().is_some_and(|u| {
+        u.has_role(ROLE_OPERATOR) || u.has_role(chain_core::system::ROLE_ORG_ADMIN)
+    });
     v.page_with_status(status, v.tr("trace.lots"), move || {
         let form_view = can_act.then(|| view! {
             <h2>{t("trace.add_lot")}</h2>
@@ -625,7 +709,11 @@ fn date_end_ms(s: &str) -> Option<u64> {
     u64::try_from(t).ok()
 }
 
-async fn add_lot(Extension(app): Extension<TraceShared>, v: Viewer, Form(f): Form<LotForm>) -> Response {
+async fn add_lot(
+    Extension(app): Extension<TraceShared>,
+    v: Viewer,
+    Form(f): Form<LotForm>,
+) -> Response {
     let (_user, label) = match operator_action(&v, &f.csrf) {
         Ok(x) => x,
         Err(r) => return r,
@@ -665,8 +753,22 @@ async fn add_lot(Extension(app): Extension<TraceShared>, v: Viewer, Form(f): For
             }
         },
     };
-    if errors.gtin.is_some() || errors.lot.is_some() || errors.expiry.is_some() || errors.location.is_some() {
-        return lots_page(&app, &v, StatusCode::UNPROCESSABLE_ENTITY, f, errors, detail, None, None).await;
+    if errors.gtin.is_some()
+        || errors.lot.is_some()
+        || errors.expiry.is_some()
+        || errors.location.is_some()
+    {
+        return lots_page(
+            &app,
+            &v,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            f,
+            errors,
+            detail,
+            None,
+            None,
+        )
+        .await;
     }
     let args = json!({
         "gtin": gtin,
@@ -681,11 +783,23 @@ async fn add_lot(Extension(app): Extension<TraceShared>, v: Viewer, Form(f): For
         Err(e) => {
             let (code, message) = chain_message(&e);
             match code.as_str() {
-                "unknown_product" | "not_permitted" => errors.gtin = Some("trace.err.unknown_product"),
+                "unknown_product" | "not_permitted" => {
+                    errors.gtin = Some("trace.err.unknown_product")
+                }
                 "lot_exists" => errors.lot = Some("trace.err.lot_exists"),
                 _ => {}
             }
-            lots_page(&app, &v, StatusCode::UNPROCESSABLE_ENTITY, f, errors, Some(format!("{code}: {message}")), None, None).await
+            lots_page(
+                &app,
+                &v,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                f,
+                errors,
+                Some(format!("{code}: {message}")),
+                None,
+                None,
+            )
+            .await
         }
     }
 }
@@ -737,7 +851,11 @@ fn graph_svg(g: &TraceGraph) -> AnyView {
             };
             let href = lot_href(&n.lot.gtin, &n.lot.lot);
             let label = n.lot.lot.clone();
-            let sub = format!("{} · {}", &n.lot.gtin[n.lot.gtin.len().saturating_sub(6)..], n.custodian.clone().unwrap_or_default());
+            let sub = format!(
+                "{} · {}",
+                &n.lot.gtin[n.lot.gtin.len().saturating_sub(6)..],
+                n.custodian.clone().unwrap_or_default()
+            );
             let tip = format!("{} / {}", n.lot.gtin, n.lot.lot);
             view! {
                 <a href=href>
@@ -779,9 +897,18 @@ async fn lot_page(
         Err(e) => return internal(&v, e),
     };
     let Some(lot) = lot else {
-        return v.error(StatusCode::NOT_FOUND, "state.not_found", Some(format!("{gtin} / {lot_no}")));
+        return v.error(
+            StatusCode::NOT_FOUND,
+            "state.not_found",
+            Some(format!("{gtin} / {lot_no}")),
+        );
     };
-    let product: Option<Product> = app.node.state_json(NAME, &product_key(&gtin)).await.ok().flatten();
+    let product: Option<Product> = app
+        .node
+        .state_json(NAME, &product_key(&gtin))
+        .await
+        .ok()
+        .flatten();
     let mut orgs = crate::consumer::OrgNames::default();
     let owner_name = orgs.name(&app.node, &lot.owner).await;
     let custodian_name = orgs.name(&app.node, &lot.custodian).await;
@@ -794,7 +921,9 @@ async fn lot_page(
     let mut keys = vec![lot_epc_key(&gtin, &lot_no)];
     keys.extend(lot.units.iter().map(|u| unit_epc_key(u)));
     let events = journey(&app, keys, 100).await.unwrap_or_default();
-    let readings = readings(&app, &r.state_key(), 1000).await.unwrap_or_default();
+    let readings = readings(&app, &r.state_key(), 1000)
+        .await
+        .unwrap_or_default();
     let points: Vec<(i64, f64)> = readings
         .iter()
         .filter_map(|x| x.temperature.map(|c| (x.time_ms, c as f64 / 100.0)))
@@ -837,11 +966,8 @@ async fn lot_page(
             u.org == lot.custodian
                 && (u.has_role(ROLE_OPERATOR) || u.has_role(chain_core::system::ROLE_ORG_ADMIN))
         });
-    let certs = crate::consumer::certificates(
-        &app,
-        vec![gtin.clone(), format!("{gtin}/{lot_no}")],
-    )
-    .await;
+    let certs =
+        crate::consumer::certificates(&app, vec![gtin.clone(), format!("{gtin}/{lot_no}")]).await;
     let may_certify = v.user.as_ref().is_some_and(|u| {
         u.has_role(ROLE_OPERATOR) || u.has_role(chain_core::system::ROLE_ORG_ADMIN)
     });
@@ -851,7 +977,9 @@ async fn lot_page(
             .await
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|(_, v)| serde_json::from_slice::<chain_core::system::Organisation>(&v).ok())
+            .filter_map(|(_, v)| {
+                serde_json::from_slice::<chain_core::system::Organisation>(&v).ok()
+            })
             .filter(|o| o.id != lot.custodian && o.status == chain_core::system::Status::Active)
             .map(|o| (o.id, o.name))
             .collect()
@@ -1000,7 +1128,11 @@ struct RecallForm {
     reason: String,
 }
 
-async fn recall(Extension(app): Extension<TraceShared>, v: Viewer, Form(f): Form<RecallForm>) -> Response {
+async fn recall(
+    Extension(app): Extension<TraceShared>,
+    v: Viewer,
+    Form(f): Form<RecallForm>,
+) -> Response {
     if let Err(r) = v.check_csrf(&f.csrf) {
         return r;
     }
@@ -1010,16 +1142,32 @@ async fn recall(Extension(app): Extension<TraceShared>, v: Viewer, Form(f): Form
         _ => return v.error(StatusCode::FORBIDDEN, "auth.forbidden", None),
     };
     if f.reason.trim().is_empty() {
-        return v.error(StatusCode::UNPROCESSABLE_ENTITY, "form.required", Some(v.tr("trace.recall_reason").to_string()));
+        return v.error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "form.required",
+            Some(v.tr("trace.recall_reason").to_string()),
+        );
     }
     let id = format!("R-{}", &frontend::auth::random_token()[..12]);
     let args = json!({"id": id, "gtin": f.gtin, "lot": f.lot, "reason": f.reason.trim()});
     match call(&app, &v, &label, "recall", &args).await {
-        Ok(_) => Redirect::to(&format!("{}?done=trace.recalled_done", lot_href(&f.gtin, &f.lot))).into_response(),
+        Ok(_) => Redirect::to(&format!(
+            "{}?done=trace.recalled_done",
+            lot_href(&f.gtin, &f.lot)
+        ))
+        .into_response(),
         Err(e) => {
             let (code, message) = chain_message(&e);
-            let status = if code == "not_permitted" { StatusCode::FORBIDDEN } else { StatusCode::UNPROCESSABLE_ENTITY };
-            v.error(status, "trace.recall_failed", Some(format!("{code}: {message}")))
+            let status = if code == "not_permitted" {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            };
+            v.error(
+                status,
+                "trace.recall_failed",
+                Some(format!("{code}: {message}")),
+            )
         }
     }
 }
@@ -1048,17 +1196,33 @@ struct CertificateForm {
 
 /// Anchors a certificate's SHA-256. The document itself never reaches the server: the page
 /// hashes the chosen file in the browser (or the user pastes the digest).
-async fn anchor_certificate(Extension(app): Extension<TraceShared>, v: Viewer, Form(f): Form<CertificateForm>) -> Response {
+async fn anchor_certificate(
+    Extension(app): Extension<TraceShared>,
+    v: Viewer,
+    Form(f): Form<CertificateForm>,
+) -> Response {
     let (_user, label) = match operator_action(&v, &f.csrf) {
         Ok(x) => x,
         Err(r) => return r,
     };
     let hash = f.hash.trim().to_ascii_lowercase();
     if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return v.error(StatusCode::UNPROCESSABLE_ENTITY, "trace.err.hash", Some(v.tr("trace.document_hash").to_string()));
+        return v.error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "trace.err.hash",
+            Some(v.tr("trace.document_hash").to_string()),
+        );
     }
     if f.kind.trim().is_empty() || f.issuer.trim().is_empty() {
-        return v.error(StatusCode::UNPROCESSABLE_ENTITY, "form.required", Some(format!("{} / {}", v.tr("trace.certificate_kind"), v.tr("trace.issuer"))));
+        return v.error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "form.required",
+            Some(format!(
+                "{} / {}",
+                v.tr("trace.certificate_kind"),
+                v.tr("trace.issuer")
+            )),
+        );
     }
     let valid_until = match f.valid_until.trim() {
         "" => None,
@@ -1076,10 +1240,18 @@ async fn anchor_certificate(Extension(app): Extension<TraceShared>, v: Viewer, F
     let args = json!({"id": id, "kind": f.kind.trim(), "subject": subject, "issuer": f.issuer.trim(),
                       "hash": hash, "valid_until_ms": valid_until});
     match call(&app, &v, &label, "anchor_certificate", &args).await {
-        Ok(_) => Redirect::to(&format!("{}?done=trace.certificate_anchored", lot_href(&f.gtin, &f.lot))).into_response(),
+        Ok(_) => Redirect::to(&format!(
+            "{}?done=trace.certificate_anchored",
+            lot_href(&f.gtin, &f.lot)
+        ))
+        .into_response(),
         Err(e) => {
             let (code, message) = chain_message(&e);
-            v.error(StatusCode::UNPROCESSABLE_ENTITY, "trace.certificate_failed", Some(format!("{code}: {message}")))
+            v.error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "trace.certificate_failed",
+                Some(format!("{code}: {message}")),
+            )
         }
     }
 }
@@ -1098,7 +1270,11 @@ struct OfferForm {
     to_org: String,
 }
 
-async fn offer_handover(Extension(app): Extension<TraceShared>, v: Viewer, Form(f): Form<OfferForm>) -> Response {
+async fn offer_handover(
+    Extension(app): Extension<TraceShared>,
+    v: Viewer,
+    Form(f): Form<OfferForm>,
+) -> Response {
     let (_user, label) = match operator_action(&v, &f.csrf) {
         Ok(x) => x,
         Err(r) => return r,
@@ -1106,11 +1282,23 @@ async fn offer_handover(Extension(app): Extension<TraceShared>, v: Viewer, Form(
     let id = format!("HO-{}", &frontend::auth::random_token()[..12]);
     let args = json!({"id": id, "to_org": f.to_org, "lots": [{"gtin": f.gtin, "lot": f.lot}]});
     match call(&app, &v, &label, "offer_handover", &args).await {
-        Ok(_) => Redirect::to(&format!("{}?done=trace.handover_offered", lot_href(&f.gtin, &f.lot))).into_response(),
+        Ok(_) => Redirect::to(&format!(
+            "{}?done=trace.handover_offered",
+            lot_href(&f.gtin, &f.lot)
+        ))
+        .into_response(),
         Err(e) => {
             let (code, message) = chain_message(&e);
-            let status = if code == "not_permitted" { StatusCode::FORBIDDEN } else { StatusCode::UNPROCESSABLE_ENTITY };
-            v.error(status, "trace.handover_failed", Some(format!("{code}: {message}")))
+            let status = if code == "not_permitted" {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            };
+            v.error(
+                status,
+                "trace.handover_failed",
+                Some(format!("{code}: {message}")),
+            )
         }
     }
 }
@@ -1125,7 +1313,11 @@ struct AnswerForm {
     answer: String,
 }
 
-async fn answer_handover(Extension(app): Extension<TraceShared>, v: Viewer, Form(f): Form<AnswerForm>) -> Response {
+async fn answer_handover(
+    Extension(app): Extension<TraceShared>,
+    v: Viewer,
+    Form(f): Form<AnswerForm>,
+) -> Response {
     let (_user, label) = match operator_action(&v, &f.csrf) {
         Ok(x) => x,
         Err(r) => return r,
@@ -1140,13 +1332,25 @@ async fn answer_handover(Extension(app): Extension<TraceShared>, v: Viewer, Form
         Ok(_) => Redirect::to(&format!("/traceability/handovers?done={done}")).into_response(),
         Err(e) => {
             let (code, message) = chain_message(&e);
-            let status = if code == "not_permitted" { StatusCode::FORBIDDEN } else { StatusCode::UNPROCESSABLE_ENTITY };
-            v.error(status, "trace.handover_failed", Some(format!("{code}: {message}")))
+            let status = if code == "not_permitted" {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            };
+            v.error(
+                status,
+                "trace.handover_failed",
+                Some(format!("{code}: {message}")),
+            )
         }
     }
 }
 
-async fn handovers(Extension(app): Extension<TraceShared>, v: Viewer, Query(p): Query<Paged>) -> Response {
+async fn handovers(
+    Extension(app): Extension<TraceShared>,
+    v: Viewer,
+    Query(p): Query<Paged>,
+) -> Response {
     let user = match v.require_user() {
         Ok(u) => u.clone(),
         Err(r) => return r,
@@ -1170,7 +1374,12 @@ async fn handovers(Extension(app): Extension<TraceShared>, v: Viewer, Query(p): 
     let csrf = v.csrf.clone();
     let mut table = Vec::with_capacity(rows.len());
     for h in &rows {
-        let detail: Option<Handover> = app.node.state_json(NAME, &handover_key(&h.id)).await.ok().flatten();
+        let detail: Option<Handover> = app
+            .node
+            .state_json(NAME, &handover_key(&h.id))
+            .await
+            .ok()
+            .flatten();
         let lots = detail
             .as_ref()
             .map(|d| {
@@ -1251,7 +1460,11 @@ struct EventsQuery {
     event_type: Option<String>,
 }
 
-async fn events(Extension(app): Extension<TraceShared>, v: Viewer, Query(q): Query<EventsQuery>) -> Response {
+async fn events(
+    Extension(app): Extension<TraceShared>,
+    v: Viewer,
+    Query(q): Query<EventsQuery>,
+) -> Response {
     let mut find = trace_event::Entity::find();
     if let Some(b) = q.before {
         find = find.filter(trace_event::Column::Seq.lt(b));
@@ -1337,8 +1550,22 @@ struct LocationErrors {
     country: Option<&'static str>,
 }
 
-async fn locations(Extension(app): Extension<TraceShared>, v: Viewer, Query(p): Query<Paged>) -> Response {
-    locations_page(&app, &v, StatusCode::OK, LocationForm::default(), LocationErrors::default(), None, flash(&p.done), p.after).await
+async fn locations(
+    Extension(app): Extension<TraceShared>,
+    v: Viewer,
+    Query(p): Query<Paged>,
+) -> Response {
+    locations_page(
+        &app,
+        &v,
+        StatusCode::OK,
+        LocationForm::default(),
+        LocationErrors::default(),
+        None,
+        flash(&p.done),
+        p.after,
+    )
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1372,10 +1599,9 @@ async fn locations_page(
             ]
         })
         .collect();
-    let can_act = v
-        .user
-        .as_ref()
-        .is_some_and(|u| u.has_role(ROLE_OPERATOR) || u.has_role(chain_core::system::ROLE_ORG_ADMIN));
+    let can_act = v.user.as_ref().is_some_and(|u| {
+        u.has_role(ROLE_OPERATOR) || u.has_role(chain_core::system::ROLE_ORG_ADMIN)
+    });
     v.page_with_status(status, v.tr("trace.locations"), move || {
         let form_view = can_act.then(|| view! {
             <h2>{t("trace.add_location")}</h2>
@@ -1404,7 +1630,11 @@ async fn locations_page(
     })
 }
 
-async fn add_location(Extension(app): Extension<TraceShared>, v: Viewer, Form(f): Form<LocationForm>) -> Response {
+async fn add_location(
+    Extension(app): Extension<TraceShared>,
+    v: Viewer,
+    Form(f): Form<LocationForm>,
+) -> Response {
     let (_user, label) = match operator_action(&v, &f.csrf) {
         Ok(x) => x,
         Err(r) => return r,
@@ -1423,11 +1653,23 @@ async fn add_location(Extension(app): Extension<TraceShared>, v: Viewer, Form(f)
         errors.name = Some("form.required");
     }
     let country = f.country.trim().to_uppercase();
-    if !(country.is_empty() || country.len() == 2 && country.bytes().all(|b| b.is_ascii_uppercase())) {
+    if !(country.is_empty()
+        || country.len() == 2 && country.bytes().all(|b| b.is_ascii_uppercase()))
+    {
         errors.country = Some("trace.err.country");
     }
     if errors.gln.is_some() || errors.name.is_some() || errors.country.is_some() {
-        return locations_page(&app, &v, StatusCode::UNPROCESSABLE_ENTITY, f, errors, detail, None, None).await;
+        return locations_page(
+            &app,
+            &v,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            f,
+            errors,
+            detail,
+            None,
+            None,
+        )
+        .await;
     }
     let args = json!({"gln": gln, "name": f.name.trim(), "kind": f.kind.trim(), "address": f.address.trim(), "country": country});
     match call(&app, &v, &label, "register_location", &args).await {
@@ -1437,7 +1679,17 @@ async fn add_location(Extension(app): Extension<TraceShared>, v: Viewer, Form(f)
             if code == "location_exists" || code == "not_permitted" {
                 errors.gln = Some("trace.err.gtin_taken");
             }
-            locations_page(&app, &v, StatusCode::UNPROCESSABLE_ENTITY, f, errors, Some(format!("{code}: {message}")), None, None).await
+            locations_page(
+                &app,
+                &v,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                f,
+                errors,
+                Some(format!("{code}: {message}")),
+                None,
+                None,
+            )
+            .await
         }
     }
 }
@@ -1493,24 +1745,48 @@ fn parse_serials(s: &str) -> Result<Vec<String>, String> {
         }
         return Ok((a..=b).map(|n| n.to_string()).collect());
     }
-    let list: Vec<String> = s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect();
+    let list: Vec<String> = s
+        .split(',')
+        .map(|x| x.trim().to_string())
+        .filter(|x| !x.is_empty())
+        .collect();
     for x in &list {
         SerialNumber::parse(x).map_err(|e| e.to_string())?;
     }
     Ok(list)
 }
 
-async fn label_sheet(Extension(app): Extension<TraceShared>, v: Viewer, Query(q): Query<LabelQuery>) -> Response {
+async fn label_sheet(
+    Extension(app): Extension<TraceShared>,
+    v: Viewer,
+    Query(q): Query<LabelQuery>,
+) -> Response {
     if let Err(r) = v.require_user() {
         return r;
     }
     let gtin = match Gtin::parse(q.gtin.trim()) {
         Ok(g) => g.as_str().to_string(),
-        Err(e) => return v.error(StatusCode::BAD_REQUEST, "trace.bad_link", Some(e.to_string())),
+        Err(e) => {
+            return v.error(
+                StatusCode::BAD_REQUEST,
+                "trace.bad_link",
+                Some(e.to_string()),
+            );
+        }
     };
-    let product: Option<Product> = app.node.state_json(NAME, &product_key(&gtin)).await.ok().flatten();
+    let product: Option<Product> = app
+        .node
+        .state_json(NAME, &product_key(&gtin))
+        .await
+        .ok()
+        .flatten();
     let lot: Option<Lot> = match &q.lot {
-        Some(l) => app.node.state_json(NAME, &lot_key(&gtin, l)).await.ok().flatten(),
+        Some(l) => app
+            .node
+            .state_json(NAME, &lot_key(&gtin, l))
+            .await
+            .ok()
+            .flatten(),
         None => None,
     };
     let serials = match parse_serials(q.serials.as_deref().unwrap_or("")) {
@@ -1539,14 +1815,21 @@ async fn label_sheet(Extension(app): Extension<TraceShared>, v: Viewer, Query(q)
     match tokio::task::spawn_blocking(move || labels::label_sheet_pdf(&title, &list)).await {
         Ok(Ok(pdf)) => {
             let mut r = pdf.into_response();
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/pdf"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/pdf"),
+            );
             r.headers_mut().insert(
                 header::CONTENT_DISPOSITION,
                 HeaderValue::from_static("inline; filename=\"labels.pdf\""),
             );
             r
         }
-        Ok(Err(e)) => v.error(StatusCode::BAD_REQUEST, "state.error", Some(format!("{}: {e}", e.code()))),
+        Ok(Err(e)) => v.error(
+            StatusCode::BAD_REQUEST,
+            "state.error",
+            Some(format!("{}: {e}", e.code())),
+        ),
         Err(e) => internal(&v, e),
     }
 }
@@ -1559,14 +1842,21 @@ struct QrQuery {
 
 async fn qr_png(Query(q): Query<QrQuery>) -> Response {
     if q.data.is_empty() || q.data.len() > QR_MAX_DATA {
-        return (StatusCode::BAD_REQUEST, format!("data: 1 to {QR_MAX_DATA} bytes")).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("data: 1 to {QR_MAX_DATA} bytes"),
+        )
+            .into_response();
     }
     match labels::qr_png(&q.data, 6) {
         Ok(png) => {
             let mut r = png.into_response();
             let h = r.headers_mut();
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
+            h.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=31536000, immutable"),
+            );
             r
         }
         Err(e) => (StatusCode::BAD_REQUEST, format!("{}: {e}", e.code())).into_response(),
@@ -1588,7 +1878,12 @@ mod tests {
     #[test]
     fn consumer_links_are_digital_links() {
         assert_eq!(
-            consumer_link("http://127.0.0.1:8080", "9521234000013", Some("L/1"), Some("7")),
+            consumer_link(
+                "http://127.0.0.1:8080",
+                "9521234000013",
+                Some("L/1"),
+                Some("7")
+            ),
             "http://127.0.0.1:8080/01/09521234000013/10/L%2F1/21/7"
         );
     }

@@ -166,7 +166,10 @@ impl ScanBook {
     }
 }
 
-async fn write_batches(db: DatabaseConnection, mut rx: mpsc::UnboundedReceiver<trace_scan::ActiveModel>) {
+async fn write_batches(
+    db: DatabaseConnection,
+    mut rx: mpsc::UnboundedReceiver<trace_scan::ActiveModel>,
+) {
     let mut batch = Vec::new();
     loop {
         let Some(first) = rx.recv().await else {

@@ -218,7 +218,12 @@ pub fn ignore_fields_of(document: &Value) -> Vec<String> {
     for map in levels.into_iter().flatten().filter_map(Value::as_object) {
         for (key, value) in map {
             if key == "ignoreFields" || key.ends_with(":ignoreFields") {
-                out.extend(as_list(value).iter().filter_map(|v| v.as_str()).map(str::to_owned));
+                out.extend(
+                    as_list(value)
+                        .iter()
+                        .filter_map(|v| v.as_str())
+                        .map(str::to_owned),
+                );
             }
         }
     }
