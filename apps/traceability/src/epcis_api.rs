@@ -822,7 +822,7 @@ pub async fn run_query(
         Some(OrderBy::RecordTime) => m.record_time_ms,
         None => m.seq,
     };
-    let mut base = Condition::all();
+    let mut base = Condition::all().add(trace_event::Column::Superseded.eq(false));
     if !q.event_types.is_empty() {
         base = base.add(trace_event::Column::EventType.is_in(q.event_types.clone()));
     }

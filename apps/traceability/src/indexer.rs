@@ -220,6 +220,7 @@ pub async fn index_block(node: &Node, db: &DatabaseConnection, height: u64) -> R
                         tx_id: Set(tx_id.clone()),
                         json: Set(raw.clone()),
                         context: Set(context.clone()),
+                        superseded: Set(false),
                     });
                 }
             }
@@ -402,6 +403,22 @@ async fn write_block(db: &DatabaseConnection, height: u64, rows: BlockRows) -> R
         .collect();
     for chunk in events.chunks(CHUNK) {
         trace_event::Entity::insert_many(chunk.to_vec())
+            .exec(&txn)
+            .await?;
+    }
+    // An error declaration replaces the event it corrects in query results.
+    let corrected: Vec<String> = events
+        .iter()
+        .filter_map(|e| set_value(&e.hash))
+        .filter_map(|h| h.strip_suffix(":declaration").map(str::to_string))
+        .collect();
+    if !corrected.is_empty() {
+        trace_event::Entity::update_many()
+            .col_expr(
+                trace_event::Column::Superseded,
+                sea_orm::sea_query::Expr::value(true),
+            )
+            .filter(trace_event::Column::Hash.is_in(corrected))
             .exec(&txn)
             .await?;
     }

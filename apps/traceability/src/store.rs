@@ -53,6 +53,9 @@ pub mod entities {
             /// The capturing document's `@context`, when it declared more than the standard
             /// one (needed to read the event's extension fields on their own).
             pub context: Option<String>,
+            /// A later error declaration (same eventID and hash ID) replaced this event in
+            /// query results.
+            pub superseded: bool,
         }
         #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
         pub enum Relation {}
