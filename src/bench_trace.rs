@@ -83,7 +83,7 @@ fn graph_events(total: usize, width: usize, t0: u64) -> Vec<Value> {
                 "type": "TransformationEvent",
                 "eventTime": time(t),
                 "eventTimeZoneOffset": "+08:00",
-                "bizStep": "transforming",
+                "bizStep": "commissioning",
                 "disposition": "active",
                 "inputQuantityList": inputs,
                 "outputQuantityList": [{"epcClass": lot_class(level, i), "quantity": 30, "uom": "KGM"}],

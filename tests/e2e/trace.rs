@@ -517,6 +517,20 @@ async fn traceability_pages_in_a_real_browser() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The demo's events are valid EPCIS 2.0 (they are captured through the contract directly).
+    let dir = conformance_dir().join("epcis");
+    let validator = traceability::epcis::validate::EpcisValidator::load(&dir.join("schema"))
+        .expect("EPCIS schema");
+    let api = Epcis::new(&node, "samr-admin");
+    let (status, doc, _) = api.get_full("/epcis/events?perPage=1000").await;
+    assert_eq!(status, 200, "{doc}");
+    let n = doc["epcisBody"]["queryResults"]["resultsBody"]["eventList"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert!(n >= 10, "the demo captured {n} events");
+    if let Err(e) = validator.validate_capture(&doc) {
+        panic!("the demo's events are not valid EPCIS: {e}");
+    }
     let ok_page = format!("{url}/01/09521234000020/10/CHZ-2611A/21/1001");
     let bad_page = format!("{url}/01/09521234000037/10/YOG-2611B");
     let recalled_page = format!("{url}/01/09521234000020/10/CHZ-2612/21/2001");

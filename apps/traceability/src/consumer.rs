@@ -77,7 +77,7 @@ pub fn biz_step_label(step: &str) -> String {
         "commissioning" => Some("trace.step.commissioning"),
         "shipping" | "departing" => Some("trace.step.shipping"),
         "receiving" | "arriving" | "accepting" => Some("trace.step.receiving"),
-        "transforming" => Some("trace.step.transforming"),
+        "transforming" | "creating_class_instance" => Some("trace.step.transforming"),
         "packing" => Some("trace.step.packing"),
         "storing" => Some("trace.step.storing"),
         "retail_selling" => Some("trace.step.retail_selling"),

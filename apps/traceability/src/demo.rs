@@ -277,7 +277,7 @@ pub async fn seed(
             "KGM",
         ),
     ] {
-        let mut e = ev("TransformationEvent", at, "transforming", "active", &plant);
+        let mut e = ev("TransformationEvent", at, "commissioning", "active", &plant);
         e["inputQuantityList"] =
             json!([{"epcClass": class(MILK, input), "quantity": 1500, "uom": "LTR"}]);
         e["outputQuantityList"] =

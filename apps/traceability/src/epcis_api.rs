@@ -268,19 +268,35 @@ fn precheck_event(
 fn chunk_events(events: Vec<String>, budget: usize) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     let mut cur = Vec::new();
-    let mut size = 0usize;
+    // The list's brackets.
+    let mut size = 2usize;
     for e in events {
-        if !cur.is_empty() && (size + e.len() + 8 > budget || cur.len() >= TX_EVENTS) {
+        let len = encoded_len(&e);
+        if !cur.is_empty() && (size + len > budget || cur.len() >= TX_EVENTS) {
             out.push(std::mem::take(&mut cur));
-            size = 0;
+            size = 2;
         }
-        size += e.len() + 8;
+        size += len;
         cur.push(e);
     }
     if !cur.is_empty() {
         out.push(cur);
     }
     out
+}
+
+/// Bytes an event's text takes inside the transaction's JSON arguments: as a JSON string its
+/// quotes and backslashes are escaped, plus the separating comma.
+fn encoded_len(text: &str) -> usize {
+    let extra: usize = text
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' => 1,
+            0..0x20 => 5,
+            _ => 0,
+        })
+        .sum();
+    text.len() + extra + 3
 }
 
 fn event_pointer(doc: &Value, i: usize) -> String {
@@ -389,7 +405,7 @@ async fn capture(
     let budget = app
         .max_tx_bytes
         .saturating_sub(TX_ENVELOPE + context.to_string().len() + 200);
-    if let Some(i) = texts.iter().position(|t| t.len() + 8 > budget) {
+    if let Some(i) = texts.iter().position(|t| encoded_len(t) > budget) {
         return problem_with(
             StatusCode::PAYLOAD_TOO_LARGE,
             "CaptureLimitExceededException",
@@ -1108,6 +1124,12 @@ mod tests {
         assert_eq!(chunks.len(), 2);
         assert_eq!(chunks[0].len(), 2);
         let many = chunk_events(vec!["e".to_string(); TX_EVENTS * 2 + 1], 900 * 1024);
+        // Quotes are escaped inside the arguments: a chunk's encoded size stays in the budget.
+        let quoted = vec![r#"{"a":"b"}"#.to_string(); 1000];
+        for chunk in chunk_events(quoted, 1024) {
+            let args = serde_json::to_string(&chunk).unwrap();
+            assert!(args.len() <= 1024, "{}", args.len());
+        }
         assert_eq!(
             many.iter().map(Vec::len).collect::<Vec<_>>(),
             vec![TX_EVENTS, TX_EVENTS, 1]
