@@ -382,33 +382,87 @@ fn status_banner(verdict: Verdict, lot: Option<&Lot>) -> AnyView {
     .into_any()
 }
 
-pub async fn resolve(
-    Extension(app): Extension<TraceShared>,
-    v: Viewer,
-    jar: CookieJar,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-) -> Response {
-    let path = uri.path().to_string();
-    let scanned = match parse_path(&path) {
-        Ok(s) => s,
-        Err(e) => {
-            return v.error(StatusCode::BAD_REQUEST, "trace.bad_link", Some(e));
+/// One step of the journey as the page shows it.
+#[derive(Debug, Clone)]
+pub struct JourneyStep {
+    pub time_ms: i64,
+    pub biz_step: String,
+    pub place: Option<String>,
+    /// The disposition says the goods were lost to the market (damaged, recalled…).
+    pub bad: bool,
+}
+
+/// Everything the consumer page shows about a code except the scan verdict, in no particular
+/// language: gathered once and shared by the scans of the next second.
+pub struct Snapshot {
+    pub product: Option<Product>,
+    pub lot_no: Option<String>,
+    pub lot: Option<Lot>,
+    pub lot_state_key: Option<String>,
+    pub journey: Vec<JourneyStep>,
+    pub points: Vec<(i64, f64)>,
+    pub band: Option<(f64, f64)>,
+    pub origin: Option<Location>,
+    pub certs: Vec<Certificate>,
+    pub producer: Option<String>,
+    pub custodian: Option<String>,
+    /// The validator set the phone checks the proof against (hex), as this node knows it.
+    pub trusted: Option<String>,
+}
+
+/// How long a snapshot serves scans: a QR code on a shelf is scanned in bursts, and a page a
+/// second behind the chain is as good as current to the person holding the pack.
+const SNAPSHOT_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+const SNAPSHOT_CACHE_MAX: usize = 10_000;
+
+type SnapshotKey = (String, Option<String>, Option<String>);
+
+static SNAPSHOTS: std::sync::LazyLock<
+    parking_lot::Mutex<HashMap<SnapshotKey, (std::time::Instant, std::sync::Arc<Snapshot>)>>,
+> = std::sync::LazyLock::new(|| parking_lot::Mutex::new(HashMap::new()));
+
+/// The page data of a scanned code; `None` when the chain knows neither product nor lot.
+pub async fn snapshot(
+    app: &TraceShared,
+    scanned: &Scanned,
+) -> Result<Option<std::sync::Arc<Snapshot>>, String> {
+    let key = (
+        scanned.gtin.clone(),
+        scanned.lot.clone(),
+        scanned.serial.clone(),
+    );
+    if let Some((at, snap)) = SNAPSHOTS.lock().get(&key)
+        && at.elapsed() < SNAPSHOT_TTL
+    {
+        return Ok(Some(snap.clone()));
+    }
+    let Some(snap) = gather(app, scanned).await? else {
+        return Ok(None);
+    };
+    let snap = std::sync::Arc::new(snap);
+    let mut cache = SNAPSHOTS.lock();
+    if cache.len() >= SNAPSHOT_CACHE_MAX {
+        cache.retain(|_, (at, _)| at.elapsed() < SNAPSHOT_TTL);
+        if cache.len() >= SNAPSHOT_CACHE_MAX {
+            cache.clear();
         }
-    };
-    let node = app.node.clone();
-    let now = now_ms();
-    let product: Option<Product> = match node.state_json(NAME, &product_key(&scanned.gtin)).await {
-        Ok(p) => p,
-        Err(e) => return internal(&v, e),
-    };
+    }
+    cache.insert(key, (std::time::Instant::now(), snap.clone()));
+    Ok(Some(snap))
+}
+
+async fn gather(app: &TraceShared, scanned: &Scanned) -> Result<Option<Snapshot>, String> {
+    let node = &app.node;
+    let product: Option<Product> = node
+        .state_json(NAME, &product_key(&scanned.gtin))
+        .await
+        .map_err(|e| e.to_string())?;
     // A serial without a lot in the link: the chain knows the item's lot.
     let item: Option<Item> = match &scanned.serial {
         Some(s) => node
             .state_json(NAME, &item_key(&scanned.gtin, s))
             .await
-            .ok()
-            .flatten(),
+            .map_err(|e| e.to_string())?,
         None => None,
     };
     let lot_no = scanned
@@ -419,44 +473,13 @@ pub async fn resolve(
         Some(l) => node
             .state_json(NAME, &lot_key(&scanned.gtin, l))
             .await
-            .ok()
-            .flatten(),
+            .map_err(|e| e.to_string())?,
         None => None,
     };
     if product.is_none() && lot.is_none() {
-        return v.error(
-            StatusCode::NOT_FOUND,
-            "trace.unknown_product",
-            Some(scanned.gtin.clone()),
-        );
+        return Ok(None);
     }
     let lot_state_key = lot_no.as_ref().map(|l| lot_key(&scanned.gtin, l));
-    // Counterfeit rule: serialised codes only (a lot code is shared by many genuine packs).
-    let (scanner, new_cookie) = scanner_id(&jar, &headers, &v);
-    let scan = match (&scanned.serial, &lot_state_key) {
-        (Some(serial), Some(lk)) => Some(
-            app.scans
-                .scan(
-                    &format!("{}/{serial}", scanned.gtin),
-                    lk,
-                    &scanner,
-                    now as i64,
-                )
-                .await,
-        ),
-        (Some(serial), None) => Some(
-            app.scans
-                .scan(
-                    &format!("{}/{serial}", scanned.gtin),
-                    &product_key(&scanned.gtin),
-                    &scanner,
-                    now as i64,
-                )
-                .await,
-        ),
-        _ => None,
-    };
-    let verdict = verdict(lot.as_ref(), now);
     let mut keys = Vec::new();
     if let Some(l) = &lot_no {
         keys.push(lot_epc_key(&scanned.gtin, l));
@@ -470,47 +493,30 @@ pub async fn resolve(
     let events = if keys.is_empty() {
         Vec::new()
     } else {
-        match journey(&app, keys, MAX_JOURNEY).await {
-            Ok(e) => e,
-            Err(e) => return internal(&v, e),
-        }
+        journey(app, keys, MAX_JOURNEY)
+            .await
+            .map_err(|e| e.to_string())?
     };
-    let mut places = Places::new(&app);
-    let mut timeline = Vec::new();
+    let mut places = Places::new(app);
+    let mut steps = Vec::with_capacity(events.len());
     for e in &events {
         let place = places
             .name(e.biz_location.as_deref().or(e.read_point.as_deref()))
             .await;
-        let step = e.biz_step.clone().unwrap_or_default();
-        let tone = match e.disposition.as_deref() {
-            Some("recalled" | "damaged" | "destroyed" | "non_sellable_other" | "expired") => {
-                Tone::Bad
-            }
-            _ => Tone::Ok,
-        };
-        timeline.push(TimelineItem {
-            time: Some(format_time(e.event_time_ms.max(0) as u64)),
-            title: biz_step_label(&step),
-            detail: place,
-            tone,
-        });
-    }
-    if let Some(l) = &lot
-        && !l.excursions.is_empty()
-    {
-        timeline.push(TimelineItem {
-            time: l.excursions.last().map(|x| format_time(x.time_ms)),
-            title: t("trace.excursion").to_string(),
-            detail: Some(format!(
-                "{} × {}",
-                l.excursion_count,
-                t("trace.out_of_range")
-            )),
-            tone: Tone::Bad,
+        steps.push(JourneyStep {
+            time_ms: e.event_time_ms,
+            biz_step: e.biz_step.clone().unwrap_or_default(),
+            place,
+            bad: matches!(
+                e.disposition.as_deref(),
+                Some("recalled" | "damaged" | "destroyed" | "non_sellable_other" | "expired")
+            ),
         });
     }
     let readings = match &lot_state_key {
-        Some(k) => readings(&app, k, MAX_READINGS).await.unwrap_or_default(),
+        Some(k) => readings(app, k, MAX_READINGS)
+            .await
+            .map_err(|e| e.to_string())?,
         None => Vec::new(),
     };
     let points: Vec<(i64, f64)> = readings
@@ -529,16 +535,118 @@ pub async fn resolve(
         Some(gln) => places.get(&gln).await,
         None => None,
     };
-    let certs = certificates(&app, subjects).await;
+    let certs = certificates(app, subjects).await;
     let mut orgs = OrgNames::default();
     let producer = match lot
         .as_ref()
         .map(|l| l.owner.clone())
         .or_else(|| product.as_ref().map(|p| p.owner.clone()))
     {
-        Some(id) => Some(orgs.name(&node, &id).await),
+        Some(id) => Some(orgs.name(node, &id).await),
         None => None,
     };
+    let custodian = match lot.as_ref() {
+        Some(l) => Some(orgs.name(node, &l.custodian).await),
+        None => None,
+    };
+    let trusted = match node.validator_set_at(node.tip().height).await {
+        Ok(Some(set)) => Some(hex::encode(set.encode())),
+        _ => None,
+    };
+    Ok(Some(Snapshot {
+        product,
+        lot_no,
+        lot,
+        lot_state_key,
+        journey: steps,
+        points,
+        band,
+        origin,
+        certs,
+        producer,
+        custodian,
+        trusted,
+    }))
+}
+
+pub async fn resolve(
+    Extension(app): Extension<TraceShared>,
+    v: Viewer,
+    jar: CookieJar,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    let path = uri.path().to_string();
+    let scanned = match parse_path(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            return v.error(StatusCode::BAD_REQUEST, "trace.bad_link", Some(e));
+        }
+    };
+    let node = app.node.clone();
+    let now = now_ms();
+    let snap = match snapshot(&app, &scanned).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return v.error(
+                StatusCode::NOT_FOUND,
+                "trace.unknown_product",
+                Some(scanned.gtin.clone()),
+            );
+        }
+        Err(e) => return internal(&v, e),
+    };
+    // Counterfeit rule: serialised codes only (a lot code is shared by many genuine packs).
+    let (scanner, new_cookie) = scanner_id(&jar, &headers, &v);
+    let scan = match &scanned.serial {
+        Some(serial) => Some(
+            app.scans
+                .scan(
+                    &format!("{}/{serial}", scanned.gtin),
+                    snap.lot_state_key
+                        .as_deref()
+                        .unwrap_or(&product_key(&scanned.gtin)),
+                    &scanner,
+                    now as i64,
+                )
+                .await,
+        ),
+        None => None,
+    };
+    let product = snap.product.clone();
+    let lot = snap.lot.clone();
+    let lot_no = snap.lot_no.clone();
+    let lot_state_key = snap.lot_state_key.clone();
+    let verdict = verdict(lot.as_ref(), now);
+    let mut timeline: Vec<TimelineItem> = snap
+        .journey
+        .iter()
+        .map(|j| TimelineItem {
+            time: Some(format_time(j.time_ms.max(0) as u64)),
+            title: biz_step_label(&j.biz_step),
+            detail: j.place.clone(),
+            tone: if j.bad { Tone::Bad } else { Tone::Ok },
+        })
+        .collect();
+    if let Some(l) = &lot
+        && !l.excursions.is_empty()
+    {
+        timeline.push(TimelineItem {
+            time: l.excursions.last().map(|x| format_time(x.time_ms)),
+            title: t("trace.excursion").to_string(),
+            detail: Some(format!(
+                "{} × {}",
+                l.excursion_count,
+                t("trace.out_of_range")
+            )),
+            tone: Tone::Bad,
+        });
+    }
+    let points = snap.points.clone();
+    let band = snap.band;
+    let origin = snap.origin.clone();
+    let certs = snap.certs.clone();
+    let producer = snap.producer.clone();
     let lang = v.lang;
     let name = product
         .as_ref()
@@ -556,7 +664,7 @@ pub async fn resolve(
             hex::encode(k.as_bytes())
         )
     });
-    let trusted = frontend::explorer::trusted_set_hex(&v, node.tip().height).await;
+    let trusted = snap.trusted.clone();
     let ed25519 = node.info.suite == chain_core::crypto::Suite::Ed25519Sha256;
     let title = name.clone();
     let gtin = scanned.gtin.clone();
@@ -570,10 +678,7 @@ pub async fn resolve(
         .as_ref()
         .and_then(|l| l.produced_ms)
         .map(|e| format_time(e)[..10].to_string());
-    let custodian = match lot.as_ref() {
-        Some(l) => Some(orgs.name(&node, &l.custodian).await),
-        None => None,
-    };
+    let custodian = snap.custodian.clone();
     let range_text = band.map(|(a, b)| format!("{a:.1} – {b:.1} °C"));
     let excursions = lot.as_ref().map(|l| l.excursion_count).unwrap_or(0);
     let brand = product
