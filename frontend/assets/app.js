@@ -109,9 +109,13 @@
       const href = (cfg.lotHref || '')
         .replace('{gtin}', encodeURIComponent(d.gtin))
         .replace('{lot}', encodeURIComponent(String(d.lot || '')));
-      tr.appendChild(cell(`${d.gtin} / ${d.lot || ''}`, href || undefined));
+      const what = `${d.gtin} / ${d.lot || ''}` + (d.serial ? ` · ${d.serial}` : '');
+      tr.appendChild(cell(what, href || undefined));
       tr.appendChild(cell(String(d.count ?? '')));
-      tr.appendChild(cell(`#${e.height}`, `/explorer/blocks/${e.height}`));
+      // Chain alerts link their block; others (counterfeit suspicions) show when they arrived.
+      tr.appendChild(typeof e.height === 'number'
+        ? cell(`#${e.height}`, `/explorer/blocks/${e.height}`)
+        : cell(utc(Date.now())));
       const empty = body.querySelector('tr.empty-row');
       if (empty) empty.remove();
       body.insertBefore(tr, body.firstChild);

@@ -826,6 +826,24 @@ async fn traceability_pages_in_a_real_browser() {
         .for_element(Locator::Css("#alerts-body tr.fresh[data-kind='excursion']"))
         .await
         .expect("the excursion appears live");
+    // A counterfeit suspicion (not on chain: raised by consumer scans) appears live too.
+    let copied = format!("{url}/01/09521234000020/10/CHZ-2611A/21/1003");
+    for i in 0..7 {
+        let r = http
+            .get(&copied)
+            .header("User-Agent", format!("copier-{i}"))
+            .send()
+            .await
+            .expect("scan");
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    c.wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Css(
+            "#alerts-body tr.fresh[data-kind='counterfeit']",
+        ))
+        .await
+        .expect("the counterfeit suspicion appears live");
     b.shot("trace-alerts-live").await;
 
     // Recall from the lot page: the lot and the lot made from it are recalled.

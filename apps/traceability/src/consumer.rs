@@ -415,11 +415,12 @@ pub struct Snapshot {
 const SNAPSHOT_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 const SNAPSHOT_CACHE_MAX: usize = 10_000;
 
+/// (GTIN, lot and serial as scanned).
 type SnapshotKey = (String, Option<String>, Option<String>);
+type SnapshotCache = HashMap<SnapshotKey, (std::time::Instant, std::sync::Arc<Snapshot>)>;
 
-static SNAPSHOTS: std::sync::LazyLock<
-    parking_lot::Mutex<HashMap<SnapshotKey, (std::time::Instant, std::sync::Arc<Snapshot>)>>,
-> = std::sync::LazyLock::new(|| parking_lot::Mutex::new(HashMap::new()));
+static SNAPSHOTS: std::sync::LazyLock<parking_lot::Mutex<SnapshotCache>> =
+    std::sync::LazyLock::new(|| parking_lot::Mutex::new(HashMap::new()));
 
 /// The page data of a scanned code; `None` when the chain knows neither product nor lot.
 pub async fn snapshot(

@@ -46,6 +46,7 @@ pub fn routes() -> Router<Shared> {
         .route("/traceability/events", get(events))
         .route("/traceability/locations", get(locations).post(add_location))
         .route("/traceability/alerts", get(alerts))
+        .route("/traceability/alerts/stream", get(alert_stream))
         .route("/traceability/labels.pdf", get(label_sheet))
         .route("/traceability/qr.png", get(qr_png))
 }
@@ -338,7 +339,7 @@ fn alert_table(rows: Vec<Vec<AnyView>>, live: bool) -> AnyView {
     view! {
         <div
             class="live-alerts"
-            data-live-alerts="/api/v1/stream?contract=trace"
+            data-live-alerts="/traceability/alerts/stream"
             data-live-status="live-alerts-status"
             data-lot-href="/traceability/lots/{gtin}/{lot}"
             data-label-excursion=t("trace.alert.excursion")
@@ -1716,6 +1717,52 @@ async fn alerts(Extension(app): Extension<TraceShared>, v: Viewer) -> Response {
         }
         .into_any()
     })
+}
+
+/// `GET /traceability/alerts/stream`: Server-Sent Events of new alerts — excursions and recalls
+/// as blocks commit them, counterfeit suspicions as scans raise them — in the node stream's
+/// `contract_event` shape (`height` is null for alerts that are not on chain).
+async fn alert_stream(
+    Extension(app): Extension<TraceShared>,
+) -> axum::response::sse::Sse<
+    impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    let blocks = app.node.subscribe();
+    let scans = app.scans.subscribe();
+    let stream = futures::stream::unfold((blocks, scans), |(mut blocks, mut scans)| async move {
+        loop {
+            let events: Vec<serde_json::Value> = tokio::select! {
+                b = blocks.recv() => match b {
+                    Ok(b) => b
+                        .events
+                        .iter()
+                        .filter(|(_, e)| e.contract == NAME && e.kind == "alert")
+                        .filter_map(|(_, e)| serde_json::from_slice::<serde_json::Value>(&e.data).ok())
+                        .map(|data| json!({"height": b.height, "contract": NAME, "kind": "alert", "data": data}))
+                        .collect(),
+                    // A slow page missed blocks: it still has the table as rendered.
+                    Err(RecvError::Lagged(_)) => Vec::new(),
+                    Err(RecvError::Closed) => return None,
+                },
+                s = scans.recv() => match s {
+                    Ok(data) => vec![json!({"height": null, "contract": NAME, "kind": "alert", "data": data})],
+                    Err(RecvError::Lagged(_)) => Vec::new(),
+                    Err(RecvError::Closed) => return None,
+                },
+            };
+            if !events.is_empty() {
+                let out: Vec<Result<Event, std::convert::Infallible>> = events
+                    .into_iter()
+                    .map(|e| Ok(Event::default().event("contract_event").data(e.to_string())))
+                    .collect();
+                return Some((futures::stream::iter(out), (blocks, scans)));
+            }
+        }
+    });
+    Sse::new(futures::StreamExt::flatten(stream))
+        .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
 }
 
 // ------------------------------------------------------------------------------ labels

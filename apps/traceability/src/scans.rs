@@ -39,6 +39,8 @@ pub struct ScanBook {
     salt: [u8; 16],
     codes: Mutex<HashMap<String, CodeScans>>,
     writes: mpsc::UnboundedSender<trace_scan::ActiveModel>,
+    /// Counterfeit alerts as they are raised, for the live alert pages.
+    live: tokio::sync::broadcast::Sender<serde_json::Value>,
 }
 
 /// What the page needs to know about a scan.
@@ -58,7 +60,13 @@ impl ScanBook {
             salt,
             codes: Mutex::new(HashMap::new()),
             writes: tx,
+            live: tokio::sync::broadcast::channel(64).0,
         })
+    }
+
+    /// Counterfeit alerts from now on (`{"kind": "counterfeit", "gtin", "lot", "serial", "count"}`).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<serde_json::Value> {
+        self.live.subscribe()
     }
 
     pub fn fingerprint(&self, scanner: &str) -> String {
@@ -151,6 +159,25 @@ impl ScanBook {
             if let Err(e) = trace_alert::Entity::insert(alert).exec(&self.db).await {
                 tracing::error!("recording a counterfeit alert: {e}");
             }
+            let (gtin, lot) = lot_key
+                .strip_prefix("lot/")
+                .and_then(|k| k.split_once('/'))
+                .map(|(g, l)| (g.to_string(), l.to_string()))
+                .unwrap_or_else(|| {
+                    (
+                        code.split('/').next().unwrap_or("").to_string(),
+                        String::new(),
+                    )
+                });
+            let serial = code.split_once('/').map(|(_, s)| s).unwrap_or("");
+            // Nobody listening is fine: the alert is in the database either way.
+            let _ = self.live.send(serde_json::json!({
+                "kind": "counterfeit",
+                "gtin": gtin,
+                "lot": lot,
+                "serial": serial,
+                "count": verdict.distinct_scanners,
+            }));
         }
         verdict
     }
