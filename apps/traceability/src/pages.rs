@@ -150,6 +150,36 @@ async fn list_state<T: serde::de::DeserializeOwned>(
         .collect())
 }
 
+/// Whether the signed-in user may act for their organisation in traceability.
+fn may_operate(v: &Viewer) -> bool {
+    v.user.as_ref().is_some_and(|u| {
+        u.has_role(ROLE_OPERATOR) || u.has_role(chain_core::system::ROLE_ORG_ADMIN)
+    })
+}
+
+/// One page of records under a state prefix, and the cursor of the next page.
+async fn state_page<T: serde::de::DeserializeOwned>(
+    app: &TraceShared,
+    v: &Viewer,
+    prefix: &str,
+    after: Option<&str>,
+) -> Result<(Vec<T>, Option<String>), Response> {
+    let mut list: Vec<(String, T)> = list_state(app, prefix, after, PER_PAGE + 1)
+        .await
+        .map_err(|e| internal(v, e))?;
+    let next = (list.len() as u64 > PER_PAGE).then(|| list[PER_PAGE as usize - 1].0.clone());
+    list.truncate(PER_PAGE as usize);
+    Ok((list.into_iter().map(|(_, t)| t).collect(), next))
+}
+
+/// The "next page" link of a list whose cursor is `next`.
+fn next_link(path: &'static str, next: Option<String>) -> Option<AnyView> {
+    next.map(|n| {
+        view! { <p><a class="btn secondary" href=format!("{path}?after={}", urlencode(&n))>{t("common.next")}</a></p> }
+            .into_any()
+    })
+}
+
 /// A traceability form post: its token matches, the user may act for their organisation in
 /// traceability and their key is in the keystore.
 fn operator_action(v: &Viewer, csrf: &str) -> Result<(UserView, String), Response> {
@@ -203,10 +233,9 @@ fn gs1_field_error(code: &str) -> Option<&'static str> {
 }
 
 #[derive(Deserialize, Default)]
+#[serde(default)]
 struct Paged {
-    #[serde(default)]
     after: Option<String>,
-    #[serde(default)]
     done: Option<String>,
 }
 
@@ -355,28 +384,18 @@ fn alert_table(rows: Vec<Vec<AnyView>>, live: bool) -> AnyView {
 // ------------------------------------------------------------------------------ products
 
 #[derive(Deserialize, Default, Clone)]
+#[serde(default)]
 struct ProductForm {
-    #[serde(default)]
     csrf: String,
-    #[serde(default)]
     gtin: String,
-    #[serde(default)]
     name: String,
-    #[serde(default)]
     name_zh: String,
-    #[serde(default)]
     brand: String,
-    #[serde(default)]
     origin: String,
-    #[serde(default)]
     temp_min: String,
-    #[serde(default)]
     temp_max: String,
-    #[serde(default)]
     humidity_min: String,
-    #[serde(default)]
     humidity_max: String,
-    #[serde(default)]
     shelf_life_days: String,
 }
 
@@ -418,17 +437,13 @@ async fn products_page(
     done: Option<&'static str>,
     after: Option<String>,
 ) -> Response {
-    let list: Vec<(String, Product)> =
-        match list_state(app, "product/", after.as_deref(), PER_PAGE + 1).await {
-            Ok(l) => l,
-            Err(e) => return internal(v, e),
-        };
-    let more = list.len() as u64 > PER_PAGE;
-    let next = more.then(|| list[PER_PAGE as usize - 1].0.clone());
+    let (list, next) = match state_page::<Product>(app, v, "product/", after.as_deref()).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
     let rows: Vec<Vec<AnyView>> = list
         .iter()
-        .take(PER_PAGE as usize)
-        .map(|(_, p)| {
+        .map(|p| {
             let range = p
                 .temperature
                 .map(|r| {
@@ -448,9 +463,7 @@ async fn products_page(
             ]
         })
         .collect();
-    let can_act = v.user.as_ref().is_some_and(|u| {
-        u.has_role(ROLE_OPERATOR) || u.has_role(chain_core::system::ROLE_ORG_ADMIN)
-    });
+    let can_act = may_operate(v);
     v.page_with_status(status, v.tr("trace.products"), move || {
         let form_view = can_act.then(|| view! {
             <h2>{t("trace.add_product")}</h2>
@@ -477,7 +490,7 @@ async fn products_page(
                 cols=vec![Col::new("trace.gtin"), Col::new("trace.name"), Col::new("trace.owner"), Col::new("trace.temperature"), Col::new("trace.shelf_life").numeric()]
                 rows=rows
             />
-            {next.map(|n| view! { <p><a class="btn secondary" href=format!("/traceability/products?after={}", urlencode(&n))>{t("common.next")}</a></p> })}
+            {next_link("/traceability/products", next.clone())}
             {form_view}
         }
         .into_any()
@@ -595,18 +608,13 @@ async fn add_product(
 // ------------------------------------------------------------------------------ lots
 
 #[derive(Deserialize, Default, Clone)]
+#[serde(default)]
 struct LotForm {
-    #[serde(default)]
     csrf: String,
-    #[serde(default)]
     gtin: String,
-    #[serde(default)]
     lot: String,
-    #[serde(default)]
     expiry: String,
-    #[serde(default)]
     location: String,
-    #[serde(default)]
     quantity: String,
 }
 
@@ -647,17 +655,13 @@ async fn lots_page(
     done: Option<&'static str>,
     after: Option<String>,
 ) -> Response {
-    let list: Vec<(String, Lot)> =
-        match list_state(app, "lot/", after.as_deref(), PER_PAGE + 1).await {
-            Ok(l) => l,
-            Err(e) => return internal(v, e),
-        };
-    let more = list.len() as u64 > PER_PAGE;
-    let next = more.then(|| list[PER_PAGE as usize - 1].0.clone());
+    let (list, next) = match state_page::<Lot>(app, v, "lot/", after.as_deref()).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
     let rows: Vec<Vec<AnyView>> = list
         .iter()
-        .take(PER_PAGE as usize)
-        .map(|(_, l)| {
+        .map(|l| {
             vec![
                 code(l.gtin.clone()),
                 view! { <a href=lot_href(&l.gtin, &l.lot)>{l.lot.clone()}</a> }.into_any(),
@@ -672,9 +676,7 @@ async fn lots_page(
             ]
         })
         .collect();
-    let can_act = v.user.as_ref().is_some_and(|u| {
-        u.has_role(ROLE_OPERATOR) || u.has_role(chain_core::system::ROLE_ORG_ADMIN)
-    });
+    let can_act = may_operate(v);
     v.page_with_status(status, v.tr("trace.lots"), move || {
         let form_view = can_act.then(|| view! {
             <h2>{t("trace.add_lot")}</h2>
@@ -696,7 +698,7 @@ async fn lots_page(
                 cols=vec![Col::new("trace.gtin"), Col::new("trace.lot"), Col::new("trace.status"), Col::new("trace.owner"), Col::new("trace.custodian"), Col::new("trace.expiry")]
                 rows=rows
             />
-            {next.map(|n| view! { <p><a class="btn secondary" href=format!("/traceability/lots?after={}", urlencode(&n))>{t("common.next")}</a></p> })}
+            {next_link("/traceability/lots", next.clone())}
             {form_view}
         }
         .into_any()
@@ -969,9 +971,7 @@ async fn lot_page(
         });
     let certs =
         crate::consumer::certificates(&app, vec![gtin.clone(), format!("{gtin}/{lot_no}")]).await;
-    let may_certify = v.user.as_ref().is_some_and(|u| {
-        u.has_role(ROLE_OPERATOR) || u.has_role(chain_core::system::ROLE_ORG_ADMIN)
-    });
+    let may_certify = may_operate(&v);
     let other_orgs: Vec<(String, String)> = if may_hand_over {
         app.node
             .state_list(chain_core::system::NAME, b"org/", None, 1000)
@@ -1118,14 +1118,11 @@ async fn lot_page(
 }
 
 #[derive(Deserialize, Default)]
+#[serde(default)]
 struct RecallForm {
-    #[serde(default)]
     csrf: String,
-    #[serde(default)]
     gtin: String,
-    #[serde(default)]
     lot: String,
-    #[serde(default)]
     reason: String,
 }
 
@@ -1176,22 +1173,15 @@ async fn recall(
 // ------------------------------------------------------------------------------ certificates
 
 #[derive(Deserialize, Default)]
+#[serde(default)]
 struct CertificateForm {
-    #[serde(default)]
     csrf: String,
-    #[serde(default)]
     gtin: String,
-    #[serde(default)]
     lot: String,
-    #[serde(default)]
     hash: String,
-    #[serde(default)]
     kind: String,
-    #[serde(default)]
     issuer: String,
-    #[serde(default)]
     valid_until: String,
-    #[serde(default)]
     whole_product: Option<String>,
 }
 
@@ -1260,14 +1250,11 @@ async fn anchor_certificate(
 // ------------------------------------------------------------------------------ handovers
 
 #[derive(Deserialize, Default)]
+#[serde(default)]
 struct OfferForm {
-    #[serde(default)]
     csrf: String,
-    #[serde(default)]
     gtin: String,
-    #[serde(default)]
     lot: String,
-    #[serde(default)]
     to_org: String,
 }
 
@@ -1305,12 +1292,10 @@ async fn offer_handover(
 }
 
 #[derive(Deserialize, Default)]
+#[serde(default)]
 struct AnswerForm {
-    #[serde(default)]
     csrf: String,
-    #[serde(default)]
     id: String,
-    #[serde(default)]
     answer: String,
 }
 
@@ -1454,10 +1439,10 @@ async fn handovers(
 // ------------------------------------------------------------------------------ events
 
 #[derive(Deserialize, Default)]
+#[serde(default)]
 struct EventsQuery {
-    #[serde(default)]
     before: Option<i64>,
-    #[serde(default, rename = "type")]
+    #[serde(rename = "type")]
     event_type: Option<String>,
 }
 
@@ -1529,18 +1514,13 @@ async fn events(
 // ------------------------------------------------------------------------------ locations
 
 #[derive(Deserialize, Default, Clone)]
+#[serde(default)]
 struct LocationForm {
-    #[serde(default)]
     csrf: String,
-    #[serde(default)]
     gln: String,
-    #[serde(default)]
     name: String,
-    #[serde(default)]
     kind: String,
-    #[serde(default)]
     address: String,
-    #[serde(default)]
     country: String,
 }
 
@@ -1580,17 +1560,13 @@ async fn locations_page(
     done: Option<&'static str>,
     after: Option<String>,
 ) -> Response {
-    let list: Vec<(String, Location)> =
-        match list_state(app, "location/", after.as_deref(), PER_PAGE + 1).await {
-            Ok(l) => l,
-            Err(e) => return internal(v, e),
-        };
-    let more = list.len() as u64 > PER_PAGE;
-    let next = more.then(|| list[PER_PAGE as usize - 1].0.clone());
+    let (list, next) = match state_page::<Location>(app, v, "location/", after.as_deref()).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
     let rows: Vec<Vec<AnyView>> = list
         .iter()
-        .take(PER_PAGE as usize)
-        .map(|(_, l)| {
+        .map(|l| {
             vec![
                 code(l.gln.clone()),
                 text(l.name.clone()),
@@ -1600,9 +1576,7 @@ async fn locations_page(
             ]
         })
         .collect();
-    let can_act = v.user.as_ref().is_some_and(|u| {
-        u.has_role(ROLE_OPERATOR) || u.has_role(chain_core::system::ROLE_ORG_ADMIN)
-    });
+    let can_act = may_operate(v);
     v.page_with_status(status, v.tr("trace.locations"), move || {
         let form_view = can_act.then(|| view! {
             <h2>{t("trace.add_location")}</h2>
@@ -1624,7 +1598,7 @@ async fn locations_page(
                 cols=vec![Col::new("trace.gln"), Col::new("trace.name"), Col::new("trace.location_kind"), Col::new("trace.origin_country"), Col::new("trace.owner")]
                 rows=rows
             />
-            {next.map(|n| view! { <p><a class="btn secondary" href=format!("/traceability/locations?after={}", urlencode(&n))>{t("common.next")}</a></p> })}
+            {next_link("/traceability/locations", next.clone())}
             {form_view}
         }
         .into_any()
@@ -1768,13 +1742,11 @@ async fn alert_stream(
 // ------------------------------------------------------------------------------ labels
 
 #[derive(Deserialize, Default)]
+#[serde(default)]
 struct LabelQuery {
-    #[serde(default)]
     gtin: String,
-    #[serde(default)]
     lot: Option<String>,
     /// Serial numbers: a list (`A1,A2`) or a numeric range (`1-24`).
-    #[serde(default)]
     serials: Option<String>,
 }
 
@@ -1882,8 +1854,8 @@ async fn label_sheet(
 }
 
 #[derive(Deserialize, Default)]
+#[serde(default)]
 struct QrQuery {
-    #[serde(default)]
     data: String,
 }
 
