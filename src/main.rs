@@ -283,6 +283,7 @@ fn redact(url: &str) -> String {
 fn registry() -> chain_core::contract::ContractRegistry {
     let mut r = chain_core::core_contracts();
     r.register(Arc::new(traceability::contract::TraceContract));
+    r.register(Arc::new(iot_gateway::contract::IotContract));
     r
 }
 

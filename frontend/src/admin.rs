@@ -31,7 +31,8 @@ pub fn routes() -> Router<Shared> {
         .route("/admin/keys", get(keys))
         .route("/admin/keys/rotate", post(rotate_key))
         .route("/admin/keys/revoke", post(revoke_key))
-        .route("/admin/devices", get(devices))
+        .route("/admin/devices", get(devices).post(register_device))
+        .route("/admin/devices/revoke", post(revoke_device))
         .route("/admin/governance", get(governance).post(propose))
         .route("/admin/governance/vote", post(vote))
 }
@@ -599,40 +600,254 @@ async fn revoke_key(v: Viewer, Form(f): Form<KeyForm>) -> Response {
 
 // ------------------------------------------------------------------ devices
 
-async fn devices(v: Viewer) -> Response {
-    if let Err(r) = v.require_user() {
-        return r;
+/// The contract that keeps the device registry (the IoT gateway's; named, not linked: the shell
+/// knows no app).
+const IOT_CONTRACT: &str = "iot";
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(default)]
+struct DeviceForm {
+    csrf: String,
+    public_key: String,
+    name: String,
+    kind: String,
+    binding_type: String,
+    binding_value: String,
+}
+
+#[derive(Default, Clone, Copy)]
+struct DeviceErrors {
+    public_key: Option<&'static str>,
+    name: Option<&'static str>,
+    binding: Option<&'static str>,
+}
+
+fn binding_text(b: &serde_json::Value) -> String {
+    match b.get("type").and_then(|t| t.as_str()) {
+        Some("lot") => format!(
+            "lot {} / {}",
+            b["gtin"].as_str().unwrap_or(""),
+            b["lot"].as_str().unwrap_or("")
+        ),
+        Some("shipment") => format!("shipment {}", b["id"].as_str().unwrap_or("")),
+        Some("location") => format!("location {}", b["gln"].as_str().unwrap_or("")),
+        _ => String::new(),
     }
-    // Devices are registered on chain by the IoT gateway's contracts; list whatever exists.
-    let devices: Vec<serde_json::Value> = match list_json(&v, "device/").await {
-        Ok(d) => d,
+}
+
+async fn devices(v: Viewer, Query(f): Query<Flash>) -> Response {
+    devices_page(
+        &v,
+        StatusCode::OK,
+        DeviceForm::default(),
+        DeviceErrors::default(),
+        None,
+        device_flash(&f),
+    )
+    .await
+}
+
+fn device_flash(f: &Flash) -> Option<&'static str> {
+    match f.done.as_deref() {
+        Some("admin.device_registered") => Some("admin.device_registered"),
+        Some("admin.device_revoked") => Some("admin.device_revoked"),
+        _ => None,
+    }
+}
+
+async fn devices_page(
+    v: &Viewer,
+    status: StatusCode,
+    form: DeviceForm,
+    errors: DeviceErrors,
+    refusal: Option<String>,
+    done: Option<&'static str>,
+) -> Response {
+    let user = match v.require_user() {
+        Ok(u) => u.clone(),
         Err(r) => return r,
     };
+    let devices: Vec<serde_json::Value> = match v
+        .node()
+        .state_list(IOT_CONTRACT, b"device/", None, 1000)
+        .await
+    {
+        Ok(rows) => rows
+            .into_iter()
+            .filter_map(|(_, val)| serde_json::from_slice(&val).ok())
+            .collect(),
+        // A chain without the IoT contract simply has no devices.
+        Err(_) => Vec::new(),
+    };
+    let is_admin = user.has_role(ROLE_ORG_ADMIN);
+    let csrf = v.csrf.clone();
     let rows: Vec<Vec<AnyView>> = devices
         .iter()
         .map(|d| {
             let s = |k: &str| d.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+            let active = s("status") == "active";
+            let revoke = (is_admin && active && s("org") == user.org).then(|| {
+                view! {
+                    <form method="post" action="/admin/devices/revoke" class="inline">
+                        <input type="hidden" name="csrf" value=csrf.clone()/>
+                        <input type="hidden" name="did" value=s("did")/>
+                        <button type="submit" class="btn secondary" data-revoke=s("did")>{t("admin.revoke")}</button>
+                    </form>
+                }
+            });
             vec![
                 view! { <HashText value=s("did")/> }.into_any(),
+                text(s("name")),
                 text(s("org")),
                 text(s("kind")),
-                text(s("binding")),
-                text(s("status")),
+                text(binding_text(&d["binding"])),
+                if active {
+                    view! { <Badge tone=Tone::Ok label=t("status.active")/> }.into_any()
+                } else {
+                    view! { <Badge tone=Tone::Bad label=t("status.revoked")/> }.into_any()
+                },
+                view! { <span>{revoke}</span> }.into_any(),
             ]
         })
         .collect();
-    v.page(v.tr("admin.devices"), move || {
+    v.page_with_status(status, v.tr("admin.devices"), move || {
+        let add = is_admin.then(|| {
+            let kinds = [("sensor", "admin.device_sensor"), ("scanner", "admin.device_scanner")]
+                .into_iter()
+                .map(|(k, l)| view! { <option value=k selected=form.kind == k>{t(l)}</option> })
+                .collect_view();
+            let bindings = [
+                ("", "admin.binding_none"),
+                ("lot", "admin.binding_lot"),
+                ("shipment", "admin.binding_shipment"),
+                ("location", "admin.binding_location"),
+            ]
+            .into_iter()
+            .map(|(k, l)| view! { <option value=k selected=form.binding_type == k>{t(l)}</option> })
+            .collect_view();
+            view! {
+                <h2>{t("admin.register_device")}</h2>
+                {refusal.clone().map(|r| view! { <Notice tone=Tone::Bad message=r/> })}
+                <PostForm action="/admin/devices">
+                    <Field name="public_key" label="admin.device_key" value=form.public_key.clone() error=errors.public_key hint=Some("admin.device_key_hint") required=true/>
+                    <Field name="name" label="admin.name" value=form.name.clone() error=errors.name required=true/>
+                    <div class="field">
+                        <label for="f-kind">{t("admin.device_kind")}</label>
+                        <select id="f-kind" name="kind">{kinds}</select>
+                    </div>
+                    <div class="field">
+                        <label for="f-binding_type">{t("admin.device_binding")}</label>
+                        <select id="f-binding_type" name="binding_type">{bindings}</select>
+                    </div>
+                    <Field name="binding_value" label="admin.binding_value" value=form.binding_value.clone() error=errors.binding hint=Some("admin.binding_hint")/>
+                    <button type="submit">{t("admin.register_device")}</button>
+                </PostForm>
+            }
+        });
         view! {
             <h1>{t("admin.devices")}</h1>
             {subnav("/admin/devices")}
+            {done.map(|f| view! { <Notice tone=Tone::Ok message=t(f)/> })}
             <p class="muted">{t("admin.devices_later")}</p>
             <Table
-                cols=vec![Col::new("admin.device_id"), Col::new("explorer.organisation"), Col::new("admin.device_kind"), Col::new("admin.device_binding"), Col::new("admin.status")]
+                cols=vec![Col::new("admin.device_id"), Col::new("admin.name"), Col::new("explorer.organisation"), Col::new("admin.device_kind"), Col::new("admin.device_binding"), Col::new("admin.status"), Col::new("admin.action")]
                 rows=rows
             />
+            {add}
         }
         .into_any()
     })
+    .into_response()
+}
+
+async fn register_device(v: Viewer, Form(f): Form<DeviceForm>) -> Response {
+    let (_user, label) = match admin_action(&v, &f.csrf) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let mut errors = DeviceErrors::default();
+    let key = f.public_key.trim();
+    if key.parse::<PublicKey>().is_err() {
+        errors.public_key = Some("form.invalid_key");
+    }
+    if f.name.trim().is_empty() || f.name.len() > 100 {
+        errors.name = Some("form.invalid_name");
+    }
+    let value = f.binding_value.trim();
+    let binding = match f.binding_type.as_str() {
+        "" => Some(serde_json::Value::Null),
+        "lot" => value
+            .split_once('/')
+            .filter(|(g, l)| {
+                g.len() == 14 && g.bytes().all(|b| b.is_ascii_digit()) && !l.is_empty()
+            })
+            .map(|(g, l)| json!({"type": "lot", "gtin": g, "lot": l})),
+        "shipment" => (!value.is_empty()).then(|| json!({"type": "shipment", "id": value})),
+        "location" => (value.len() == 13 && value.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| json!({"type": "location", "gln": value})),
+        _ => None,
+    };
+    if binding.is_none() {
+        errors.binding = Some("admin.binding_invalid");
+    }
+    let kind = if f.kind == "scanner" {
+        "scanner"
+    } else {
+        "sensor"
+    };
+    if errors.public_key.is_some() || errors.name.is_some() || errors.binding.is_some() {
+        return devices_page(&v, StatusCode::UNPROCESSABLE_ENTITY, f, errors, None, None).await;
+    }
+    let mut args = json!({"public_key": key, "name": f.name.trim(), "kind": kind});
+    if let Some(b) = binding.filter(|b| !b.is_null()) {
+        args["binding"] = b;
+    }
+    match v
+        .state
+        .custody
+        .call(v.node(), &label, IOT_CONTRACT, "register_device", &args)
+        .await
+    {
+        Ok(_) => Redirect::to("/admin/devices?done=admin.device_registered").into_response(),
+        Err(e) => {
+            let detail = match &e {
+                CallError::Chain { code, message } => format!("{code}: {message}"),
+                CallError::Key(m) => m.clone(),
+            };
+            devices_page(
+                &v,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                f,
+                errors,
+                Some(detail),
+                None,
+            )
+            .await
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RevokeDeviceForm {
+    csrf: String,
+    did: String,
+}
+
+async fn revoke_device(v: Viewer, Form(f): Form<RevokeDeviceForm>) -> Response {
+    let (_user, label) = match admin_action(&v, &f.csrf) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let args = json!({"did": f.did, "reason": "revoked by the organisation's administrator"});
+    match v
+        .state
+        .custody
+        .call(v.node(), &label, IOT_CONTRACT, "revoke_device", &args)
+        .await
+    {
+        Ok(_) => Redirect::to("/admin/devices?done=admin.device_revoked").into_response(),
+        Err(e) => chain_error(&v, e),
+    }
 }
 
 // ------------------------------------------------------------------ governance

@@ -353,8 +353,8 @@ const CATALOGUE: &[(&str, &str, &str)] = &[
     ("admin.device_binding", "Bound to", "绑定对象"),
     (
         "admin.devices_later",
-        "Devices registered on chain appear here.",
-        "链上登记的设备将显示在这里。",
+        "Devices registered on chain: the IoT gateway accepts signed messages only from active devices.",
+        "链上登记的设备：物联网网关只接收在用设备签名的消息。",
     ),
     ("admin.proposal", "Proposal", "提案"),
     ("admin.action", "Action", "动作"),
@@ -423,6 +423,45 @@ const CATALOGUE: &[(&str, &str, &str)] = &[
         "不是本链可用的公钥。",
     ),
     ("form.too_long", "Too long.", "太长。"),
+    // devices
+    ("admin.register_device", "Register a device", "登记设备"),
+    ("admin.device_key", "Device public key", "设备公钥"),
+    (
+        "admin.device_key_hint",
+        "As the device shows it: ed25519:<64 hex> (sm2:<130 hex> on a 国密 chain).",
+        "按设备显示的格式：ed25519:<64 位十六进制>（国密链为 sm2:<130 位十六进制>）。",
+    ),
+    ("admin.device_sensor", "Sensor (readings)", "传感器（读数）"),
+    (
+        "admin.device_scanner",
+        "Scanner (scans)",
+        "扫码设备（扫码）",
+    ),
+    ("admin.binding_none", "Nothing", "无"),
+    ("admin.binding_lot", "A lot", "批次"),
+    ("admin.binding_shipment", "A shipment", "运单"),
+    ("admin.binding_location", "A location", "地点"),
+    ("admin.binding_value", "Bound to (value)", "绑定值"),
+    (
+        "admin.binding_hint",
+        "Lot: GTIN-14/lot, e.g. 09521234000020/CHZ-2611A; shipment: its reference; location: a 13-digit GLN.",
+        "批次：GTIN-14/批号，如 09521234000020/CHZ-2611A；运单：编号；地点：13 位 GLN。",
+    ),
+    (
+        "admin.binding_invalid",
+        "This does not name what the binding needs.",
+        "绑定值不符合所选类型。",
+    ),
+    (
+        "admin.device_registered",
+        "The device is registered on chain.",
+        "设备已在链上登记。",
+    ),
+    (
+        "admin.device_revoked",
+        "The device is revoked: the gateway refuses its messages from now on.",
+        "设备已吊销：网关将拒收其消息。",
+    ),
     // traceability
     (
         "trace.anchor_certificate",

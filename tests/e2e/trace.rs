@@ -913,5 +913,52 @@ async fn traceability_pages_in_a_real_browser() {
         "freshmart",
         "accepted: custody moved"
     );
+
+    // Devices: registered on chain from the device page (bad key refused next to the field),
+    // then revoked.
+    let probe = chain_core::crypto::SigningKey::from_label(
+        chain_core::crypto::SigAlg::Ed25519,
+        "shelf-probe",
+    );
+    let did = probe.public_key().did();
+    c.goto(&format!("{url}/admin/devices"))
+        .await
+        .expect("devices");
+    b.fill("#f-public_key", "ed25519:1234").await;
+    b.fill("#f-name", "Shelf fridge probe").await;
+    b.click("form.form button[type='submit']").await;
+    b.wait_text("Not a valid public key").await;
+    b.fill("#f-public_key", &probe.public_key().to_text()).await;
+    b.fill("#f-name", "Shelf fridge probe").await;
+    c.find(Locator::Css("#f-binding_type option[value='lot']"))
+        .await
+        .expect("lot option")
+        .click()
+        .await
+        .expect("choose lot");
+    b.fill("#f-binding_value", "09521234000020/CHZ-2611A").await;
+    b.click("form.form button[type='submit']").await;
+    b.wait_text("The device is registered on chain.").await;
+    b.wait_text("Shelf fridge probe").await;
+    b.shot("admin-devices").await;
+    let device_state = |http: reqwest::Client, did: String| {
+        let url = url.clone();
+        async move {
+            http.get(format!("{url}/api/v1/state/iot/device%2F{}", enc(&did)))
+                .send()
+                .await
+                .expect("device")
+                .json::<Value>()
+                .await
+                .expect("json")
+        }
+    };
+    let d = device_state(http.clone(), did.clone()).await;
+    assert_eq!(d["value"]["status"], "active", "{d}");
+    assert_eq!(d["value"]["binding"]["lot"], "CHZ-2611A", "{d}");
+    b.click(&format!("button[data-revoke='{did}']")).await;
+    b.wait_text("The device is revoked").await;
+    let d = device_state(http.clone(), did.clone()).await;
+    assert_eq!(d["value"]["status"], "revoked", "{d}");
     b.close().await;
 }
