@@ -1,8 +1,10 @@
 //! Trellis IoT gateway: devices registered on chain (`contract`), their signed messages
-//! (`payload`, docs/spec/iot.md) and the batch verification of what arrives over MQTT
-//! (`verify`). MQTT ingestion, batching and anchoring, the durable outbox and the simulator
-//! build on these (issue 6, in progress).
+//! (`payload`, docs/spec/iot.md), the batch verification of what arrives over MQTT (`verify`)
+//! and the batches whose Merkle roots are anchored, with a proof per reading (`batch`). MQTT
+//! ingestion, the durable outbox, the anchoring loop and the simulator build on these (issue 6,
+//! in progress).
 
+pub mod batch;
 pub mod contract;
 pub mod payload;
 pub mod verify;
