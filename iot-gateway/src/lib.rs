@@ -6,7 +6,9 @@
 
 pub mod batch;
 pub mod contract;
+pub mod gateway;
 pub mod payload;
+pub mod store;
 pub mod verify;
 
 #[cfg(test)]

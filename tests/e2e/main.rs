@@ -8,5 +8,6 @@ mod common;
 mod crash;
 mod governance;
 mod interop;
+mod iot;
 mod trace;
 mod web;

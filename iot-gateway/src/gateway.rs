@@ -1,0 +1,452 @@
+//! The gateway's pipeline, independent of how messages arrive: verify a batch of messages, store
+//! the accepted ones durably (the outbox), close batches in arrival order, anchor each batch's
+//! root on chain with the gateway's key, report lot-bound readings to the traceability
+//! contract's cold-chain rule, and prove any stored reading.
+//!
+//! Crash safety: a message is stored before it is acknowledged; a batch is recorded (with its
+//! members and root) before it is anchored, under an id derived from its first message, and
+//! the chain anchors an id once — so after a crash at any point the same batch is anchored
+//! exactly once and no accepted reading is lost.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chain_core::crypto::{HashAlg, SigAlg, SigningKey};
+use chain_core::node::{Node, Submitted, now_ms};
+use parking_lot::Mutex;
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait,
+};
+use serde_json::{Value, json};
+
+use crate::batch::{Batch, ReadingProof};
+use crate::contract::{self, Binding, Device};
+use crate::payload::{Message, Reject};
+use crate::store::{self, iot_batch, iot_reading};
+use crate::verify::{DeviceInfo, Incoming, Verifier};
+
+/// What the gateway needs from the chain: calls signed with its own key, and reads.
+#[async_trait::async_trait]
+pub trait Chain: Send + Sync {
+    /// Signs `contract.method(args)` with the gateway key, submits it and waits for its commit.
+    async fn call(&self, contract: &str, method: &str, args: &Value) -> Result<Committed, String>;
+    /// Every device registered on chain.
+    async fn devices(&self) -> Result<Vec<Device>, String>;
+}
+
+/// A committed call: its receipt code is empty on success.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub tx_id: String,
+    pub height: u64,
+    pub code: String,
+    pub message: String,
+}
+
+/// The chain of the node this gateway runs in.
+pub struct NodeChain {
+    node: Arc<Node>,
+    key: SigningKey,
+    /// One call at a time: nonces follow each other.
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl NodeChain {
+    pub fn new(node: Arc<Node>, key: SigningKey) -> Self {
+        Self {
+            node,
+            key,
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Chain for NodeChain {
+    async fn call(&self, contract: &str, method: &str, args: &Value) -> Result<Committed, String> {
+        let _one = self.lock.lock().await;
+        let account = self
+            .node
+            .account(&self.key.public_key())
+            .await
+            .map_err(|e| e.to_string())?;
+        let tx = chain_core::types::build_tx(
+            self.node.info.suite,
+            &self.node.info.chain_id,
+            &self.key,
+            account.next_nonce,
+            now_ms() + 120_000,
+            contract,
+            method,
+            serde_json::to_vec(args).map_err(|e| e.to_string())?,
+        );
+        match self
+            .node
+            .submit(tx.bytes(), Some(Duration::from_secs(30)))
+            .await
+        {
+            Ok(Submitted::Committed(out)) => Ok(Committed {
+                tx_id: out.tx_id.to_hex(),
+                height: out.height,
+                code: out.receipt.code.clone(),
+                message: out.receipt.message.clone(),
+            }),
+            Ok(Submitted::Pending(_)) => Err("not committed in time".into()),
+            Err(e) => Err(format!("{}: {}", e.code, e.message)),
+        }
+    }
+
+    async fn devices(&self) -> Result<Vec<Device>, String> {
+        let rows = self
+            .node
+            .state_list(contract::NAME, b"device/", None, 1_000_000)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+            .collect())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Names this gateway's batches (`{id}-{first message}`).
+    pub id: String,
+    /// A batch closes at this many messages…
+    pub batch_max: usize,
+    /// …or when its oldest message has waited this long.
+    pub batch_wait: Duration,
+    /// How far a device clock may be from the gateway's.
+    pub max_skew: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            id: "gw".into(),
+            batch_max: 5_000,
+            batch_wait: Duration::from_millis(500),
+            max_skew: Duration::from_secs(300),
+        }
+    }
+}
+
+pub struct Gateway {
+    db: DatabaseConnection,
+    chain: Arc<dyn Chain>,
+    hash: HashAlg,
+    cfg: GatewayConfig,
+    verifier: Mutex<Verifier>,
+}
+
+impl Gateway {
+    /// Opens the store, loads the registered devices and each device's last stored counter.
+    pub async fn open(
+        db: DatabaseConnection,
+        chain: Arc<dyn Chain>,
+        sig: SigAlg,
+        hash: HashAlg,
+        cfg: GatewayConfig,
+    ) -> Result<Self, String> {
+        store::migrate(&db).await.map_err(|e| e.to_string())?;
+        let mut verifier = Verifier::new(sig, cfg.max_skew.as_millis() as i64);
+        let last: Vec<(String, Option<i64>)> = iot_reading::Entity::find()
+            .select_only()
+            .column(iot_reading::Column::Device)
+            .column_as(iot_reading::Column::Seq.max(), "seq")
+            .group_by(iot_reading::Column::Device)
+            .into_tuple()
+            .all(&db)
+            .await
+            .map_err(|e| e.to_string())?;
+        for (device, seq) in last {
+            if let Some(s) = seq {
+                verifier.set_last_seq(&device, s.max(0) as u64);
+            }
+        }
+        let g = Self {
+            db,
+            chain,
+            hash,
+            cfg,
+            verifier: Mutex::new(verifier),
+        };
+        g.refresh_devices().await?;
+        Ok(g)
+    }
+
+    /// Reloads the device registry from the chain (registrations, bindings, revocations).
+    pub async fn refresh_devices(&self) -> Result<usize, String> {
+        let devices = self.chain.devices().await?;
+        let mut v = self.verifier.lock();
+        for d in &devices {
+            if let Some(info) = DeviceInfo::from_record(d) {
+                v.set_device(&d.did, info);
+            }
+        }
+        Ok(devices.len())
+    }
+
+    /// Rejections so far, by device and reason.
+    pub fn rejected(&self) -> BTreeMap<(String, Reject), u64> {
+        self.verifier.lock().rejected().clone()
+    }
+
+    /// Verifies messages and stores the accepted ones; returns when they are durable (then the
+    /// broker may be acknowledged). One result per message, in order.
+    pub async fn ingest(&self, msgs: &[Incoming]) -> Result<Vec<Result<(), Reject>>, DbErr> {
+        let checked = self.verifier.lock().check(msgs);
+        let mut rows = Vec::new();
+        let mut out = Vec::with_capacity(checked.len());
+        for (m, r) in msgs.iter().zip(checked) {
+            match r {
+                Ok(a) => {
+                    let binding = a
+                        .binding
+                        .as_ref()
+                        .and_then(|b| serde_json::to_string(b).ok());
+                    let (channel, measurement, uom, value, uri, read_point) = match &a.message {
+                        Message::Reading(r) => (
+                            "readings",
+                            Some(r.measurement.clone()),
+                            Some(r.uom.clone()),
+                            Some(r.value),
+                            None,
+                            None,
+                        ),
+                        Message::Scan(s) => (
+                            "scans",
+                            None,
+                            None,
+                            None,
+                            Some(s.uri.clone()),
+                            s.read_point.clone(),
+                        ),
+                    };
+                    rows.push(iot_reading::ActiveModel {
+                        reading_key: Set(format!("{}#{}", a.message.device(), a.message.seq())),
+                        device: Set(a.message.device().to_string()),
+                        seq: Set(a.message.seq() as i64),
+                        channel: Set(channel.into()),
+                        time_ms: Set(a.message.time_ms()),
+                        received_ms: Set(m.received_ms),
+                        measurement: Set(measurement),
+                        uom: Set(uom),
+                        value: Set(value),
+                        uri: Set(uri),
+                        read_point: Set(read_point),
+                        binding: Set(binding),
+                        org: Set(a.org.clone()),
+                        envelope: Set(String::from_utf8_lossy(&a.envelope).into_owned()),
+                        batch_id: Set(None),
+                        leaf: Set(None),
+                        ..Default::default()
+                    });
+                    out.push(Ok(()));
+                }
+                Err(e) => out.push(Err(e)),
+            }
+        }
+        for chunk in rows.chunks(1_000) {
+            iot_reading::Entity::insert_many(chunk.to_vec())
+                .on_conflict(
+                    OnConflict::column(iot_reading::Column::ReadingKey)
+                        .do_nothing()
+                        .to_owned(),
+                )
+                .exec_without_returning(&self.db)
+                .await?;
+        }
+        Ok(out)
+    }
+
+    /// Closes a batch from the oldest unbatched messages, when there are enough of them or the
+    /// oldest has waited long enough (`force` closes whatever there is).
+    pub async fn close_batch(&self, force: bool) -> Result<Option<String>, DbErr> {
+        let rows = iot_reading::Entity::find()
+            .filter(iot_reading::Column::BatchId.is_null())
+            .order_by_asc(iot_reading::Column::Id)
+            .limit(self.cfg.batch_max as u64)
+            .all(&self.db)
+            .await?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let waited = now_ms() as i64 - first.received_ms;
+        if !force
+            && rows.len() < self.cfg.batch_max
+            && waited < self.cfg.batch_wait.as_millis() as i64
+        {
+            return Ok(None);
+        }
+        let id = format!("{}-{:012}", self.cfg.id, first.id);
+        let batch = Batch {
+            id: id.clone(),
+            envelopes: rows
+                .iter()
+                .map(|r| r.envelope.clone().into_bytes())
+                .collect(),
+            first_ms: rows.iter().map(|r| r.time_ms).min().unwrap_or(0),
+            last_ms: rows.iter().map(|r| r.time_ms).max().unwrap_or(0),
+        };
+        let txn = self.db.begin().await?;
+        iot_batch::Entity::insert(iot_batch::ActiveModel {
+            id: Set(id.clone()),
+            root: Set(batch.root(self.hash).to_hex()),
+            count: Set(rows.len() as i32),
+            first_ms: Set(batch.first_ms),
+            last_ms: Set(batch.last_ms),
+            status: Set("pending".into()),
+            tx_id: Set(None),
+            height: Set(None),
+            created_ms: Set(now_ms() as i64),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+        for (leaf, r) in rows.iter().enumerate() {
+            iot_reading::Entity::update_many()
+                .col_expr(iot_reading::Column::BatchId, Expr::value(id.clone()))
+                .col_expr(iot_reading::Column::Leaf, Expr::value(leaf as i32))
+                .filter(iot_reading::Column::Id.eq(r.id))
+                .exec(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        Ok(Some(id))
+    }
+
+    async fn batch(&self, id: &str) -> Result<Batch, DbErr> {
+        let rows = iot_reading::Entity::find()
+            .filter(iot_reading::Column::BatchId.eq(id))
+            .order_by_asc(iot_reading::Column::Leaf)
+            .all(&self.db)
+            .await?;
+        Ok(Batch {
+            id: id.to_string(),
+            first_ms: rows.iter().map(|r| r.time_ms).min().unwrap_or(0),
+            last_ms: rows.iter().map(|r| r.time_ms).max().unwrap_or(0),
+            envelopes: rows.into_iter().map(|r| r.envelope.into_bytes()).collect(),
+        })
+    }
+
+    /// Anchors every pending batch, oldest first; returns how many got anchored. A batch the
+    /// node cannot take now (unreachable, pool full) stays pending for the next round.
+    pub async fn anchor_pending(&self) -> Result<usize, String> {
+        let pending = iot_batch::Entity::find()
+            .filter(iot_batch::Column::Status.eq("pending"))
+            .order_by_asc(iot_batch::Column::CreatedMs)
+            .all(&self.db)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut done = 0;
+        for b in pending {
+            let batch = self.batch(&b.id).await.map_err(|e| e.to_string())?;
+            let c = self
+                .chain
+                .call(
+                    contract::NAME,
+                    "anchor_batch",
+                    &batch.anchor_args(self.hash),
+                )
+                .await?;
+            // `batch_exists`: anchored before a crash; the chain holds it once.
+            if !(c.code.is_empty() || c.code == "batch_exists") {
+                return Err(format!("anchoring {}: {}: {}", b.id, c.code, c.message));
+            }
+            self.report_lots(&b.id).await?;
+            let mut m: iot_batch::ActiveModel = b.into();
+            m.status = Set("anchored".into());
+            if c.code.is_empty() {
+                m.tx_id = Set(Some(c.tx_id));
+                m.height = Set(Some(c.height as i64));
+            }
+            iot_batch::Entity::update(m)
+                .exec(&self.db)
+                .await
+                .map_err(|e| e.to_string())?;
+            done += 1;
+        }
+        Ok(done)
+    }
+
+    /// Readings of devices bound to a lot go to the lot's cold-chain rule (`trace.sensor_report`).
+    async fn report_lots(&self, batch_id: &str) -> Result<(), String> {
+        let rows = iot_reading::Entity::find()
+            .filter(iot_reading::Column::BatchId.eq(batch_id))
+            .filter(iot_reading::Column::Channel.eq("readings"))
+            .order_by_asc(iot_reading::Column::Leaf)
+            .all(&self.db)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut by_lot: BTreeMap<(String, String, String), Vec<Value>> = BTreeMap::new();
+        for r in rows {
+            let Some(Binding::Lot { gtin, lot }) = r
+                .binding
+                .as_deref()
+                .and_then(|b| serde_json::from_str::<Binding>(b).ok())
+            else {
+                continue;
+            };
+            let (Some(m), Some(u), Some(v)) = (r.measurement.as_deref(), r.uom.as_deref(), r.value)
+            else {
+                continue;
+            };
+            let reading = match (m, u) {
+                ("Temperature", "CEL") => json!({"time_ms": r.time_ms.max(0), "temperature_c": v}),
+                ("Temperature", "FAH") => {
+                    json!({"time_ms": r.time_ms.max(0), "temperature_c": (v - 32.0) * 5.0 / 9.0})
+                }
+                ("Temperature", "KEL") => {
+                    json!({"time_ms": r.time_ms.max(0), "temperature_c": v - 273.15})
+                }
+                ("RelativeHumidity", "P1") => {
+                    json!({"time_ms": r.time_ms.max(0), "humidity_pct": v})
+                }
+                _ => continue,
+            };
+            by_lot
+                .entry((gtin, lot, r.device))
+                .or_default()
+                .push(reading);
+        }
+        for ((gtin, lot, device), readings) in by_lot {
+            for chunk in readings.chunks(2_000) {
+                let args = json!({"gtin": gtin, "lot": lot, "device": device, "readings": chunk});
+                let c = self.chain.call("trace", "sensor_report", &args).await?;
+                if !c.code.is_empty() {
+                    // The readings stay anchored and provable; the rule refused them (e.g. an
+                    // unknown lot). Nothing to retry.
+                    tracing::warn!(%gtin, %lot, code = %c.code, "sensor report refused: {}", c.message);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The proof of a stored message (`{did}#{seq}`), once its batch is closed.
+    pub async fn proof(&self, reading_key: &str) -> Result<Option<ReadingProof>, DbErr> {
+        let Some(r) = iot_reading::Entity::find()
+            .filter(iot_reading::Column::ReadingKey.eq(reading_key))
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let (Some(batch_id), Some(leaf)) = (r.batch_id, r.leaf) else {
+            return Ok(None);
+        };
+        let batch = self.batch(&batch_id).await?;
+        Ok(batch.proof(self.hash, leaf.max(0) as usize))
+    }
+
+    /// Batches by status, for the device page and metrics.
+    pub async fn batch_status(&self, id: &str) -> Result<Option<iot_batch::Model>, DbErr> {
+        iot_batch::Entity::find_by_id(id.to_string())
+            .one(&self.db)
+            .await
+    }
+}

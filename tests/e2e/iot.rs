@@ -1,0 +1,227 @@
+//! The IoT gateway's pipeline on a real node and database: device registry on chain, signed
+//! readings verified (each rejection reason), stored, batched, anchored with the gateway's key,
+//! lot-bound readings judged by the cold-chain rule, a reading proven from its envelope to a
+//! block signed by the validators (and a tampered one refused), and a restart that neither
+//! loses nor repeats anything.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chain_core::crypto::{HashAlg, SigAlg, Suite};
+use chain_core::node::now_ms;
+use chain_core::proof::verify_bundle;
+use iot_gateway::gateway::{Gateway, GatewayConfig, NodeChain};
+use iot_gateway::payload::{Reject, sign_envelope};
+use iot_gateway::verify::Incoming;
+use sea_orm::Database;
+use serde_json::{Value, json};
+
+use crate::common::{Options, TestNode};
+
+const CHEESE: &str = "09521234000020";
+
+fn reading(key: &chain_core::crypto::SigningKey, org: &str, seq: u64, celsius: f64) -> Incoming {
+    let did = key.public_key().did();
+    let time = chrono::DateTime::from_timestamp_millis(now_ms() as i64)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default();
+    let payload = json!({"device": did, "seq": seq, "time": time, "type": "gs1:Temperature",
+                         "uom": "CEL", "value": celsius});
+    Incoming {
+        topic: format!("trellis/{org}/devices/{did}/readings"),
+        payload: sign_envelope(key, &payload),
+        received_ms: now_ms() as i64,
+    }
+}
+
+/// The transaction id a proof bundle is about.
+fn bundle_tx_id(b: &chain_core::proof::ProofBundle) -> String {
+    match &b.claim {
+        chain_core::proof::Claim::TxInclusion { tx, .. } => {
+            let bytes = hex::decode(tx).expect("tx hex");
+            chain_core::types::SignedTx::decode(&bytes, HashAlg::Sha256)
+                .expect("tx")
+                .id()
+                .to_hex()
+        }
+        other => panic!("not a transaction proof: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_are_verified_stored_anchored_reported_and_proven() {
+    let mut registry = chain_core::core_contracts();
+    registry.register(Arc::new(traceability::contract::TraceContract));
+    registry.register(Arc::new(iot_gateway::contract::IotContract));
+    let node = TestNode::start_with(Options {
+        registry: Some(registry),
+        ..Options::default()
+    })
+    .await;
+    let admin = node.key("swiftcold-admin");
+    let gateway_key = node.key("swiftcold-gateway");
+    node.call_ok(
+        &admin,
+        "system",
+        "register_member",
+        json!({"name": "gateway", "public_key": gateway_key.public_key(), "roles": ["iot.gateway"]}),
+    )
+    .await;
+    // The lot the probe watches: cheese, 2–8 °C.
+    let acme = node.key("acme-admin");
+    node.call_ok(
+        &acme,
+        "trace",
+        "register_product",
+        json!({"gtin": CHEESE, "name": "Cheddar", "temperature_c": [2.0, 8.0]}),
+    )
+    .await;
+    node.call_ok(
+        &acme,
+        "trace",
+        "create_lot",
+        json!({"gtin": CHEESE, "lot": "L1"}),
+    )
+    .await;
+    let probe = node.key("truck-7-probe");
+    let revoked = node.key("old-probe");
+    for (k, name) in [(&probe, "Truck 7"), (&revoked, "Old probe")] {
+        node.call_ok(
+            &admin,
+            "iot",
+            "register_device",
+            json!({
+            "public_key": k.public_key().to_text(), "name": name, "kind": "sensor",
+            "binding": {"type": "lot", "gtin": CHEESE, "lot": "L1"}}),
+        )
+        .await;
+    }
+    node.call_ok(
+        &admin,
+        "iot",
+        "revoke_device",
+        json!({"did": revoked.public_key().did(), "reason": "lost"}),
+    )
+    .await;
+
+    let db_path = node.dir.path().join("gateway.db");
+    let db_url = format!("sqlite://{}?mode=rwc", db_path.display());
+    let open = || async {
+        let db = Database::connect(&db_url).await.expect("gateway db");
+        Gateway::open(
+            db,
+            Arc::new(NodeChain::new(
+                node.node.clone(),
+                node.key("swiftcold-gateway"),
+            )),
+            SigAlg::Ed25519,
+            HashAlg::Sha256,
+            GatewayConfig {
+                id: "gw1".into(),
+                batch_max: 100,
+                batch_wait: Duration::from_millis(0),
+                max_skew: Duration::from_secs(300),
+            },
+        )
+        .await
+        .expect("gateway")
+    };
+    let gw = open().await;
+
+    // Ten good readings (one of them too warm) and one of each kind of bad message.
+    let mut msgs: Vec<Incoming> = (1..=10)
+        .map(|i| reading(&probe, "swiftcold", i, if i == 7 { 11.5 } else { 4.0 }))
+        .collect();
+    msgs.push(reading(&probe, "swiftcold", 3, 4.0)); // replay
+    msgs.push(reading(&revoked, "swiftcold", 1, 4.0)); // revoked
+    msgs.push(reading(&node.key("stranger"), "swiftcold", 1, 4.0)); // unknown
+    let mut forged = reading(&probe, "swiftcold", 11, 4.0);
+    forged.payload = reading(&node.key("stranger"), "swiftcold", 11, 4.0).payload;
+    msgs.push(forged); // signed by someone else: its payload names another device
+    let mut tampered = reading(&probe, "swiftcold", 12, 4.0);
+    let text = String::from_utf8(tampered.payload.clone()).expect("utf8");
+    tampered.payload = text
+        .replace("4.0", "3.0")
+        .replace(":4,", ":3,")
+        .into_bytes();
+    msgs.push(tampered); // bad signature
+    let results = gw.ingest(&msgs).await.expect("ingest");
+    let good = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(good, 10, "{results:?}");
+    let rejected = gw.rejected();
+    let count = |r: Reject| {
+        rejected
+            .iter()
+            .filter(|((_, x), _)| *x == r)
+            .map(|(_, n)| n)
+            .sum::<u64>()
+    };
+    assert_eq!(count(Reject::Replay), 1);
+    assert_eq!(count(Reject::RevokedDevice), 1);
+    assert_eq!(count(Reject::UnknownDevice), 1);
+    assert_eq!(
+        count(Reject::WrongTopic) + count(Reject::BadSignature),
+        2,
+        "{rejected:?}"
+    );
+
+    // Closed and anchored: the chain holds the batch root, signed by the gateway.
+    let batch = gw.close_batch(true).await.expect("close").expect("a batch");
+    assert_eq!(gw.anchor_pending().await.expect("anchor"), 1);
+    let anchor = node.state("iot", &format!("batch/{batch}")).await;
+    assert_eq!(anchor["value"]["count"], 10, "{anchor}");
+    assert_eq!(anchor["value"]["gateway"], "swiftcold/gateway");
+    let root = anchor["value"]["root"].as_str().expect("root").to_string();
+    // The warm reading reached the lot's cold-chain rule.
+    let lot = node.state("trace", &format!("lot/{CHEESE}/L1")).await;
+    assert_eq!(lot["value"]["status"], "non_conformant", "{lot}");
+
+    // A reading's proof: envelope → batch root (anchored) → anchoring tx → signed block.
+    let key7 = format!("{}#7", probe.public_key().did());
+    let proof = gw.proof(&key7).await.expect("db").expect("proof");
+    assert!(proof.verify(HashAlg::Sha256, &root));
+    let status = gw.batch_status(&batch).await.expect("db").expect("batch");
+    let tx_id = status.tx_id.expect("anchoring tx");
+    let (s, bundle) = node.get(&format!("/api/v1/txs/{tx_id}/proof")).await;
+    assert_eq!(s, 200, "{bundle}");
+    let bundle: chain_core::proof::ProofBundle = serde_json::from_value(bundle).expect("bundle");
+    let trusted = node.genesis.validator_set().expect("validator set");
+    verify_bundle(&bundle, &trusted).expect("the anchoring tx is in a signed block");
+    assert_eq!(
+        bundle_tx_id(&bundle),
+        tx_id,
+        "the bundle proves the anchoring transaction"
+    );
+    let mut forged_proof = proof.clone();
+    forged_proof.envelope = forged_proof.envelope.replace("11.5", "5.5");
+    assert!(
+        !forged_proof.verify(HashAlg::Sha256, &root),
+        "a tampered reading does not prove"
+    );
+
+    // Restart: the counters come back from the store (an old message is still a replay), a
+    // new reading is accepted, and the batch anchored before is not anchored again.
+    drop(gw);
+    let gw = open().await;
+    let again = gw
+        .ingest(&[
+            reading(&probe, "swiftcold", 10, 4.0),
+            reading(&probe, "swiftcold", 13, 4.0),
+        ])
+        .await
+        .expect("ingest");
+    assert_eq!(again[0], Err(Reject::Replay));
+    assert!(again[1].is_ok());
+    let second = gw.close_batch(true).await.expect("close").expect("batch");
+    assert_ne!(second, batch);
+    assert_eq!(gw.anchor_pending().await.expect("anchor"), 1);
+    assert_eq!(
+        gw.anchor_pending().await.expect("anchor"),
+        0,
+        "nothing left pending"
+    );
+    let v: Value = node.state("iot", &format!("batch/{second}")).await;
+    assert_eq!(v["value"]["count"], 1);
+    let _ = Suite::Ed25519Sha256;
+    node.shutdown().await;
+}
