@@ -7,6 +7,7 @@
 pub mod batch;
 pub mod contract;
 pub mod gateway;
+pub mod mqtt;
 pub mod payload;
 pub mod store;
 pub mod verify;

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chain_core::crypto::{HashAlg, SigAlg, Suite};
+use chain_core::crypto::{HashAlg, SigAlg, SigningKey, Suite};
 use chain_core::node::now_ms;
 use chain_core::proof::verify_bundle;
 use iot_gateway::gateway::{Gateway, GatewayConfig, NodeChain};
@@ -20,7 +20,7 @@ use crate::common::{Options, TestNode};
 
 const CHEESE: &str = "09521234000020";
 
-fn reading(key: &chain_core::crypto::SigningKey, org: &str, seq: u64, celsius: f64) -> Incoming {
+fn reading(key: &SigningKey, org: &str, seq: u64, celsius: f64) -> Incoming {
     let did = key.public_key().did();
     let time = chrono::DateTime::from_timestamp_millis(now_ms() as i64)
         .map(|t| t.to_rfc3339())
@@ -48,8 +48,10 @@ fn bundle_tx_id(b: &chain_core::proof::ProofBundle) -> String {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readings_are_verified_stored_anchored_reported_and_proven() {
+/// A node with the traceability and IoT contracts, a gateway member (`swiftcold/gateway`, key
+/// `swiftcold-gateway`), a cheese lot kept at 2–8 °C, an active probe bound to it and a revoked
+/// one. Returns the node and the two device keys.
+async fn setup() -> (TestNode, SigningKey, SigningKey) {
     let mut registry = chain_core::core_contracts();
     registry.register(Arc::new(traceability::contract::TraceContract));
     registry.register(Arc::new(iot_gateway::contract::IotContract));
@@ -104,29 +106,37 @@ async fn readings_are_verified_stored_anchored_reported_and_proven() {
     )
     .await;
 
+    (node, probe, revoked)
+}
+
+/// The gateway on its own SQLite store in the node's directory (reopened after a "restart").
+async fn open_gateway(node: &TestNode, batch_wait: Duration) -> Gateway {
     let db_path = node.dir.path().join("gateway.db");
     let db_url = format!("sqlite://{}?mode=rwc", db_path.display());
-    let open = || async {
-        let db = Database::connect(&db_url).await.expect("gateway db");
-        Gateway::open(
-            db,
-            Arc::new(NodeChain::new(
-                node.node.clone(),
-                node.key("swiftcold-gateway"),
-            )),
-            SigAlg::Ed25519,
-            HashAlg::Sha256,
-            GatewayConfig {
-                id: "gw1".into(),
-                batch_max: 100,
-                batch_wait: Duration::from_millis(0),
-                max_skew: Duration::from_secs(300),
-            },
-        )
-        .await
-        .expect("gateway")
-    };
-    let gw = open().await;
+    let db = Database::connect(&db_url).await.expect("gateway db");
+    Gateway::open(
+        db,
+        Arc::new(NodeChain::new(
+            node.node.clone(),
+            node.key("swiftcold-gateway"),
+        )),
+        SigAlg::Ed25519,
+        HashAlg::Sha256,
+        GatewayConfig {
+            id: "gw1".into(),
+            batch_max: 100,
+            batch_wait,
+            max_skew: Duration::from_secs(300),
+        },
+    )
+    .await
+    .expect("gateway")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_are_verified_stored_anchored_reported_and_proven() {
+    let (node, probe, revoked) = setup().await;
+    let gw = open_gateway(&node, Duration::from_millis(0)).await;
 
     // Ten good readings (one of them too warm) and one of each kind of bad message.
     let mut msgs: Vec<Incoming> = (1..=10)
@@ -202,7 +212,7 @@ async fn readings_are_verified_stored_anchored_reported_and_proven() {
     // Restart: the counters come back from the store (an old message is still a replay), a
     // new reading is accepted, and the batch anchored before is not anchored again.
     drop(gw);
-    let gw = open().await;
+    let gw = open_gateway(&node, Duration::from_millis(0)).await;
     let again = gw
         .ingest(&[
             reading(&probe, "swiftcold", 10, 4.0),
@@ -223,5 +233,164 @@ async fn readings_are_verified_stored_anchored_reported_and_proven() {
     let v: Value = node.state("iot", &format!("batch/{second}")).await;
     assert_eq!(v["value"]["count"], 1);
     let _ = Suite::Ed25519Sha256;
+    node.shutdown().await;
+}
+
+/// Publishes signed readings over MQTT (QoS 1) to `host:port` and waits until the gateway has
+/// stored and anchored them all; returns the gateway.
+async fn mqtt_round_trip(
+    node: &TestNode,
+    probe: &SigningKey,
+    host: &str,
+    port: u16,
+    first_seq: u64,
+) {
+    use rumqttc::{AsyncClient, MqttOptions, QoS};
+    let gw = Arc::new(open_gateway(node, Duration::from_millis(50)).await);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let sub = tokio::spawn(iot_gateway::mqtt::run_subscriber(
+        gw.clone(),
+        host.to_string(),
+        port,
+        format!("trellis-gw-test-{}", crate::common::rand_suffix()),
+        stop.clone(),
+    ));
+    let anchoring = tokio::spawn(iot_gateway::mqtt::run_anchoring(
+        gw.clone(),
+        Duration::from_millis(100),
+        stop,
+    ));
+    // Give the subscription a moment to be in place before devices publish.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut opts = MqttOptions::new(
+        format!("probe-{}", crate::common::rand_suffix()),
+        host,
+        port,
+    );
+    opts.set_keep_alive(Duration::from_secs(10));
+    let (client, mut events) = AsyncClient::new(opts, 100);
+    let pump = tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    let n = 40u64;
+    for i in 0..n {
+        let m = reading(probe, "swiftcold", first_seq + i, 4.0);
+        client
+            .publish(m.topic, QoS::AtLeastOnce, false, m.payload)
+            .await
+            .expect("publish");
+    }
+    // A garbled message on the same topic is refused, and the gateway carries on.
+    let did = probe.public_key().did();
+    client
+        .publish(
+            format!("trellis/swiftcold/devices/{did}/readings"),
+            QoS::AtLeastOnce,
+            false,
+            b"{garbage".to_vec(),
+        )
+        .await
+        .expect("publish");
+    let last = format!("{did}#{}", first_seq + n - 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let root = loop {
+        if let Some(p) = gw.proof(&last).await.expect("db") {
+            let anchored = node.state("iot", &format!("batch/{}", p.batch)).await;
+            if let Some(root) = anchored["value"]["root"].as_str() {
+                assert!(
+                    p.verify(HashAlg::Sha256, root),
+                    "the last reading proves against the chain"
+                );
+                break root.to_string();
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "readings did not get anchored"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!root.is_empty());
+    assert!(
+        gw.rejected()
+            .iter()
+            .any(|((_, r), _)| *r == Reject::Malformed),
+        "the garbled message was refused: {:?}",
+        gw.rejected()
+    );
+    let _ = stop_tx.send(true);
+    let _ = sub.await;
+    let _ = anchoring.await;
+    pump.abort();
+}
+
+/// Readings published over MQTT reach the chain: through the embedded broker (always, on a free
+/// port), and through the Mosquitto that answers on 127.0.0.1:1883 when there is one — including
+/// a message published with the `mosquitto_pub` command-line client from a payload signed as
+/// docs/spec/iot.md says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_readings_reach_the_chain_through_the_embedded_broker_and_mosquitto() {
+    let (node, probe, _revoked) = setup().await;
+    let port = crate::web::free_port();
+    iot_gateway::mqtt::start_embedded_broker(format!("127.0.0.1:{port}").parse().expect("addr"))
+        .await
+        .expect("embedded broker");
+    mqtt_round_trip(&node, &probe, "127.0.0.1", port, 1).await;
+
+    if std::net::TcpStream::connect("127.0.0.1:1883").is_err() {
+        eprintln!("no Mosquitto on 127.0.0.1:1883: the embedded broker was tested");
+        return;
+    }
+    mqtt_round_trip(&node, &probe, "127.0.0.1", 1883, 1_000).await;
+    // mosquitto_pub: a device maker's tool, with a message signed from the spec.
+    let Some(pubber) = ["/usr/bin/mosquitto_pub", "/usr/local/bin/mosquitto_pub"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        eprintln!("mosquitto_pub is not installed");
+        return;
+    };
+    let gw = Arc::new(open_gateway(&node, Duration::from_millis(50)).await);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let sub = tokio::spawn(iot_gateway::mqtt::run_subscriber(
+        gw.clone(),
+        "127.0.0.1".into(),
+        1883,
+        format!("trellis-gw-cli-{}", crate::common::rand_suffix()),
+        stop.clone(),
+    ));
+    let anchoring = tokio::spawn(iot_gateway::mqtt::run_anchoring(
+        gw.clone(),
+        Duration::from_millis(100),
+        stop,
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let m = reading(&probe, "swiftcold", 5_000, 5.5);
+    let status = std::process::Command::new(pubber)
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            "1883",
+            "-q",
+            "1",
+            "-t",
+            &m.topic,
+            "-m",
+        ])
+        .arg(String::from_utf8(m.payload).expect("utf8"))
+        .status()
+        .expect("run mosquitto_pub");
+    assert!(status.success());
+    let key = format!("{}#5000", probe.public_key().did());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while gw.proof(&key).await.expect("db").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the mosquitto_pub reading was not batched"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = stop_tx.send(true);
+    let _ = sub.await;
+    let _ = anchoring.await;
     node.shutdown().await;
 }
