@@ -51,6 +51,14 @@ pub struct Config {
     pub counterfeit_max_scanners: u32,
     /// …within this many hours is flagged (warning on the consumer page, alert for the owner).
     pub counterfeit_window_hours: u64,
+    /// Run the IoT gateway inside the node (when its key is in the keystore).
+    pub gateway: bool,
+    /// Keystore label of the gateway's key (a member with role `iot.gateway`).
+    pub gateway_key: String,
+    /// `host:port` of the MQTT broker devices publish to; none: an embedded broker.
+    pub mqtt_broker: Option<String>,
+    /// Where the embedded broker listens (devices connect here).
+    pub mqtt_listen: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -82,6 +90,10 @@ impl Default for Config {
             public_url: None,
             counterfeit_max_scanners: 5,
             counterfeit_window_hours: 24 * 30,
+            gateway: true,
+            gateway_key: "swiftcold-gateway".into(),
+            mqtt_broker: None,
+            mqtt_listen: "127.0.0.1:1883".into(),
         }
     }
 }
@@ -122,6 +134,16 @@ impl Config {
             && !v.is_empty()
         {
             cfg.public_url = Some(v);
+        }
+        if let Ok(v) = std::env::var("TRELLIS_MQTT_BROKER")
+            && !v.is_empty()
+        {
+            cfg.mqtt_broker = Some(v);
+        }
+        if let Ok(v) = std::env::var("TRELLIS_MQTT_LISTEN")
+            && !v.is_empty()
+        {
+            cfg.mqtt_listen = v;
         }
         if let Ok(v) = std::env::var("TRELLIS_WEB_HTTPS") {
             cfg.web_https = v == "1" || v.eq_ignore_ascii_case("true");

@@ -224,6 +224,9 @@ fn init(cfg: &Config, chain_id: &str, suite: Suite, force: bool) -> anyhow::Resu
     for (org, name, key) in &keys.admins {
         save(&format!("{org}-{name}"), key)?;
     }
+    if let Some(k) = &keys.gateway {
+        save(&cfg.gateway_key, k)?;
+    }
     std::fs::write(&gpath, serde_json::to_vec_pretty(&g)?)?;
     let cfg_path = cfg.data_dir.join("trellis.toml");
     if !cfg_path.exists() || force {
@@ -234,7 +237,7 @@ fn init(cfg: &Config, chain_id: &str, suite: Suite, force: bool) -> anyhow::Resu
     eprintln!(
         "initialised chain `{chain_id}` ({suite}) in {}: genesis.json, keystore/ ({} keys), trellis.toml",
         cfg.data_dir.display(),
-        keys.admins.len() + 1
+        keys.admins.len() + 1 + usize::from(keys.gateway.is_some())
     );
     Ok(g)
 }
@@ -334,6 +337,11 @@ async fn run_node(mut cfg: Config, a: NodeArgs, demo: bool) -> anyhow::Result<()
         cfg.peer_apis.clone(),
         stop_rx.clone(),
     ));
+    if cfg.gateway
+        && let Err(e) = start_gateway(&cfg, &node, stop_rx.clone()).await
+    {
+        tracing::warn!("IoT gateway not started: {e}");
+    }
     let app = web_app(&cfg, node.clone(), stop_rx.clone(), seed_demo)
         .await?
         .layer(tower_http::trace::TraceLayer::new_for_http());
@@ -481,6 +489,106 @@ async fn trace_app(
         max_tx_bytes: cfg.max_tx_bytes,
         public_url: cfg.public_url(),
     }))
+}
+
+/// The IoT gateway inside the node: MQTT (the configured broker, else an embedded one), the
+/// durable store `<data>/gateway.db`, anchoring with the gateway's key, the device registry
+/// followed from the chain.
+async fn start_gateway(
+    cfg: &Config,
+    node: &Arc<Node>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    use iot_gateway::gateway::{Gateway, GatewayConfig, NodeChain};
+    let ks = Keystore::open(cfg.keystore_dir())?;
+    if !ks.exists(&cfg.gateway_key) {
+        anyhow::bail!(
+            "no key `{}` in the keystore (a member with role iot.gateway)",
+            cfg.gateway_key
+        );
+    }
+    let key = ks.load(&cfg.gateway_key, &config::passphrase())?;
+    let (host, port) = match &cfg.mqtt_broker {
+        Some(b) => {
+            let (h, p) = b
+                .rsplit_once(':')
+                .with_context(|| format!("mqtt_broker `{b}` is not host:port"))?;
+            (h.to_string(), p.parse::<u16>().context("mqtt_broker port")?)
+        }
+        None => {
+            let addr: std::net::SocketAddr = cfg
+                .mqtt_listen
+                .parse()
+                .with_context(|| format!("mqtt_listen `{}`", cfg.mqtt_listen))?;
+            // The embedded broker cannot report a failed bind: check the port first.
+            std::net::TcpListener::bind(addr).with_context(|| {
+                format!(
+                    "{addr} is in use: point mqtt_broker at the broker there, or set mqtt_listen"
+                )
+            })?;
+            iot_gateway::mqtt::start_embedded_broker(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            (addr.ip().to_string(), addr.port())
+        }
+    };
+    let db = sea_orm::Database::connect(format!(
+        "sqlite://{}?mode=rwc",
+        cfg.data_dir.join("gateway.db").display()
+    ))
+    .await
+    .context("opening the gateway's store")?;
+    let gw = Arc::new(
+        Gateway::open(
+            db,
+            Arc::new(NodeChain::new(node.clone(), key)),
+            node.info.suite.sig(),
+            node.hash_alg(),
+            GatewayConfig {
+                id: format!("gw-{}", cfg.gateway_key),
+                ..GatewayConfig::default()
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?,
+    );
+    tokio::spawn(iot_gateway::mqtt::run_subscriber(
+        gw.clone(),
+        host.clone(),
+        port,
+        format!("trellis-gateway-{}", node.info.chain_id),
+        stop.clone(),
+    ));
+    tokio::spawn(iot_gateway::mqtt::run_anchoring(
+        gw.clone(),
+        Duration::from_millis(200),
+        stop.clone(),
+    ));
+    // Registrations, bindings and revocations take effect as their blocks commit.
+    let mut blocks = node.subscribe();
+    let mut stop_refresh = stop;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                b = blocks.recv() => {
+                    let changed = match &b {
+                        Ok(b) => b.events.iter().any(|(_, e)| e.contract == iot_gateway::contract::NAME && e.kind.starts_with("device_")),
+                        // Missed blocks: reload to be safe.
+                        Err(_) => true,
+                    };
+                    if changed && let Err(e) = gw.refresh_devices().await {
+                        tracing::warn!("reloading devices: {e}");
+                    }
+                }
+                _ = stop_refresh.changed() => return,
+            }
+        }
+    });
+    tracing::info!("IoT gateway: MQTT on {host}:{port}");
+    println!(
+        "IoT gateway: devices publish to mqtt://{host}:{port} (trellis/{{org}}/devices/{{did}}/readings)"
+    );
+    Ok(())
 }
 
 /// The salt of scanner fingerprints: random once per data directory, so counts survive

@@ -79,6 +79,7 @@ pub fn init(a: &TestnetArgs) -> anyhow::Result<()> {
         .map(|i| (org_id(i), "admin".to_string(), SigningKey::generate(alg)))
         .collect();
     let demo_keys = genesis::DemoKeys {
+        gateway: None,
         validator: ("unused".into(), SigningKey::generate(alg)),
         admins: Vec::new(),
     };

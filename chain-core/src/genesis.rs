@@ -159,6 +159,9 @@ impl Genesis {
 pub struct DemoKeys {
     pub validator: (String, SigningKey),
     pub admins: Vec<(String, String, SigningKey)>,
+    /// The carrier's IoT gateway (member `swiftcold/gateway`, role `iot.gateway`), when the demo
+    /// runs one.
+    pub gateway: Option<SigningKey>,
 }
 
 /// A four-organisation demo consortium: a manufacturer, a logistics company, a retailer and the
@@ -192,11 +195,20 @@ pub fn demo(chain_id: &str, suite: Suite, time_ms: u64, keys: &DemoKeys) -> Gene
                         public_key: k.public_key(),
                     })
                     .collect();
+                // The cold-chain carrier runs the demo's IoT gateway.
+                let members: Vec<GenesisMember> = match (&keys.gateway, *id) {
+                    (Some(k), "swiftcold") => vec![GenesisMember {
+                        name: "gateway".into(),
+                        public_key: k.public_key(),
+                        roles: vec!["iot.gateway".into()],
+                    }],
+                    _ => Vec::new(),
+                };
                 GenesisOrg {
                     id: id.to_string(),
                     name: name.to_string(),
                     admins,
-                    members: Vec::<GenesisMember>::new(),
+                    members,
                 }
             })
             .collect(),
@@ -218,5 +230,6 @@ pub fn demo_keys(alg: SigAlg) -> DemoKeys {
                 )
             })
             .collect(),
+        gateway: Some(SigningKey::generate(alg)),
     }
 }

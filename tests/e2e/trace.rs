@@ -189,6 +189,51 @@ fn without_context(mut v: Value) -> Value {
     v
 }
 
+/// Signs `contract.method(args)` with `key`, submits it and waits for the commit.
+async fn submit_signed(
+    http: &reqwest::Client,
+    url: &str,
+    key: &chain_core::crypto::SigningKey,
+    contract: &str,
+    method: &str,
+    args: Value,
+) -> Value {
+    let chain: Value = http
+        .get(format!("{url}/api/v1/chain"))
+        .send()
+        .await
+        .expect("chain")
+        .json()
+        .await
+        .expect("json");
+    let acc: Value = http
+        .get(format!("{url}/api/v1/accounts/{}", key.public_key()))
+        .send()
+        .await
+        .expect("account")
+        .json()
+        .await
+        .expect("json");
+    let tx = chain_core::types::build_tx(
+        chain_core::crypto::Suite::Ed25519Sha256,
+        chain["chain_id"].as_str().expect("chain id"),
+        key,
+        acc["next_nonce"].as_u64().expect("nonce"),
+        chain_core::node::now_ms() + 60_000,
+        contract,
+        method,
+        serde_json::to_vec(&args).expect("json"),
+    );
+    http.post(format!("{url}/api/v1/txs"))
+        .json(&json!({"tx": hex::encode(tx.bytes()), "wait": "commit", "timeout_ms": 20000}))
+        .send()
+        .await
+        .expect("submit")
+        .json()
+        .await
+        .expect("json")
+}
+
 /// Everything in `../shared/conformance/epcis` goes through the EPCIS REST binding: each
 /// example document is captured on chain and every event comes back equal through
 /// `GET /epcis/events/{eventID}`; capturing again stores nothing new; the chain's anchors carry
@@ -530,6 +575,66 @@ async fn traceability_pages_in_a_real_browser() {
     assert!(n >= 10, "the demo captured {n} events");
     if let Err(e) = validator.validate_capture(&doc) {
         panic!("the demo's events are not valid EPCIS: {e}");
+    }
+    // The node's own IoT gateway: a probe registered on chain, bound to the raw-milk lot
+    // (0–6 °C), publishes signed readings to the embedded broker; a warm one makes the lot
+    // non-conformant within seconds.
+    let ks =
+        chain_core::keystore::Keystore::open(node.dir.path().join("keystore")).expect("keystore");
+    let carrier = ks.load("swiftcold-admin", crate::web::PASS).expect("key");
+    let probe = chain_core::crypto::SigningKey::from_label(
+        chain_core::crypto::SigAlg::Ed25519,
+        "tank-probe",
+    );
+    let register = json!({"public_key": probe.public_key().to_text(), "name": "Tank probe", "kind": "sensor",
+                          "binding": {"type": "lot", "gtin": "09521234000013", "lot": "RAW-2611"}});
+    let r = submit_signed(&http, &url, &carrier, "iot", "register_device", register).await;
+    assert_eq!(r["receipt"]["status"], "ok", "{r}");
+    {
+        use rumqttc::{AsyncClient, MqttOptions, QoS};
+        let mut opts = MqttOptions::new("tank-probe", "127.0.0.1", node.mqtt_port);
+        opts.set_keep_alive(Duration::from_secs(10));
+        let (client, mut events) = AsyncClient::new(opts, 100);
+        let pump = tokio::spawn(async move { while events.poll().await.is_ok() {} });
+        let did = probe.public_key().did();
+        for (seq, celsius) in [(1u64, 3.9), (2, 4.2), (3, 9.0), (4, 4.1)] {
+            let time = chrono::DateTime::from_timestamp_millis(chain_core::node::now_ms() as i64)
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default();
+            let payload = json!({"device": did, "seq": seq, "time": time, "type": "gs1:Temperature", "uom": "CEL", "value": celsius});
+            client
+                .publish(
+                    format!("trellis/swiftcold/devices/{did}/readings"),
+                    QoS::AtLeastOnce,
+                    false,
+                    iot_gateway::payload::sign_envelope(&probe, &payload),
+                )
+                .await
+                .expect("publish");
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let lot: Value = http
+                .get(format!(
+                    "{url}/api/v1/state/trace/lot%2F09521234000013%2FRAW-2611"
+                ))
+                .send()
+                .await
+                .expect("lot")
+                .json()
+                .await
+                .expect("json");
+            if lot["value"]["status"] == "non_conformant" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the warm reading did not reach the lot: {lot}\n{}",
+                node.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        pump.abort();
     }
     let ok_page = format!("{url}/01/09521234000020/10/CHZ-2611A/21/1001");
     let bad_page = format!("{url}/01/09521234000037/10/YOG-2611B");

@@ -41,6 +41,8 @@ pub(crate) struct NodeProc {
     child: Child,
     pub(crate) url: String,
     pub(crate) dir: tempfile::TempDir,
+    /// The port of the node's embedded MQTT broker (IoT gateway).
+    pub(crate) mqtt_port: u16,
 }
 
 impl Drop for NodeProc {
@@ -61,6 +63,7 @@ impl NodeProc {
         let dir = tempfile::tempdir().expect("tempdir");
         let db_url = crate::common::fresh_database(dir.path()).await;
         let port = free_port();
+        let mqtt_port = free_port();
         let log = std::fs::File::create(dir.path().join("node.log")).expect("log");
         let child = Command::new(BIN)
             .arg("--data-dir")
@@ -71,6 +74,7 @@ impl NodeProc {
             .env("TRELLIS_PASSPHRASE", PASS)
             .env("TRELLIS_FAST_KDF", "1")
             .env("DATABASE_URL", &db_url)
+            .env("TRELLIS_MQTT_LISTEN", format!("127.0.0.1:{mqtt_port}"))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log)
@@ -80,6 +84,7 @@ impl NodeProc {
             child,
             url: format!("http://127.0.0.1:{port}"),
             dir,
+            mqtt_port,
         };
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(60);
