@@ -358,6 +358,7 @@ impl Gateway {
                 return Err(format!("anchoring {}: {}: {}", b.id, c.code, c.message));
             }
             self.report_lots(&b.id).await?;
+            self.capture_scans(&b.id).await?;
             let mut m: iot_batch::ActiveModel = b.into();
             m.status = Set("anchored".into());
             if c.code.is_empty() {
@@ -423,6 +424,61 @@ impl Gateway {
                     tracing::warn!(%gtin, %lot, code = %c.code, "sensor report refused: {}", c.message);
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Scans become EPCIS 2.0 ObjectEvents (action OBSERVE at the scanner's read point),
+    /// captured on chain by the gateway (`trace.capture`).
+    async fn capture_scans(&self, batch_id: &str) -> Result<(), String> {
+        let rows = iot_reading::Entity::find()
+            .filter(iot_reading::Column::BatchId.eq(batch_id))
+            .filter(iot_reading::Column::Channel.eq("scans"))
+            .order_by_asc(iot_reading::Column::Leaf)
+            .all(&self.db)
+            .await
+            .map_err(|e| e.to_string())?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let events: Vec<String> = rows
+            .iter()
+            .filter_map(|r| {
+                let uri = r.uri.as_deref()?;
+                let gln = r.read_point.clone().or_else(|| {
+                    match r
+                        .binding
+                        .as_deref()
+                        .and_then(|b| serde_json::from_str::<Binding>(b).ok())
+                    {
+                        Some(Binding::Location { gln }) => Some(gln),
+                        _ => None,
+                    }
+                });
+                let time = chrono::DateTime::from_timestamp_millis(r.time_ms)?
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                let mut e = json!({
+                    "type": "ObjectEvent",
+                    "eventTime": time,
+                    "eventTimeZoneOffset": "+00:00",
+                    "action": "OBSERVE",
+                    "epcList": [uri],
+                    "bizStep": "inspecting",
+                });
+                if let Some(g) = gln {
+                    e["readPoint"] = json!({"id": format!("https://id.gs1.org/414/{g}")});
+                }
+                Some(e.to_string())
+            })
+            .collect();
+        let args = json!({
+            "capture_id": format!("{batch_id}-scans"),
+            "context": "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld",
+            "events": events,
+        });
+        let c = self.chain.call("trace", "capture", &args).await?;
+        if !c.code.is_empty() {
+            tracing::warn!(batch = %batch_id, code = %c.code, "scan events refused: {}", c.message);
         }
         Ok(())
     }

@@ -209,6 +209,44 @@ async fn readings_are_verified_stored_anchored_reported_and_proven() {
         "a tampered reading does not prove"
     );
 
+    // A handheld scan becomes an EPCIS ObjectEvent (OBSERVE at the scanner's read point),
+    // captured on chain by the gateway.
+    let scanner = node.key("dock-scanner");
+    node.call_ok(
+        &node.key("swiftcold-admin"),
+        "iot",
+        "register_device",
+        json!({
+        "public_key": scanner.public_key().to_text(), "name": "Dock scanner", "kind": "scanner",
+        "binding": {"type": "location", "gln": "9521234000303"}}),
+    )
+    .await;
+    gw.refresh_devices().await.expect("devices");
+    let sdid = scanner.public_key().did();
+    let time = chrono::DateTime::from_timestamp_millis(now_ms() as i64)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default();
+    let scan = Incoming {
+        topic: format!("trellis/swiftcold/devices/{sdid}/scans"),
+        payload: sign_envelope(
+            &scanner,
+            &json!({"device": sdid, "seq": 1, "time": time,
+            "uri": format!("https://id.example.com/01/{CHEESE}/21/77")}),
+        ),
+        received_ms: now_ms() as i64,
+    };
+    assert!(gw.ingest(&[scan]).await.expect("ingest")[0].is_ok());
+    let scan_batch = gw.close_batch(true).await.expect("close").expect("batch");
+    assert_eq!(gw.anchor_pending().await.expect("anchor"), 1);
+    let (_, events) = node
+        .get("/api/v1/events?contract=trace&kind=captured")
+        .await;
+    let captured = events.to_string();
+    assert!(
+        captured.contains(&format!("{scan_batch}-scans")),
+        "the scan was captured as an EPCIS event: {events}"
+    );
+
     // Restart: the counters come back from the store (an old message is still a replay), a
     // new reading is accepted, and the batch anchored before is not anchored again.
     drop(gw);
