@@ -58,6 +58,9 @@ enum Cmd {
     /// Run the node: consensus (single validator), API on --listen. Initialises a demo first
     /// if the data directory is empty.
     Node(NodeArgs),
+    /// Run the IoT gateway on its own, against a node's API (`--node`): MQTT in, verified and
+    /// stored readings out to the chain; while the node is away they wait in the outbox.
+    Gateway(GatewayArgs),
     /// Run the node like `node`, and seed the traceability demo (a dairy supply chain) if it is
     /// not on the chain yet; prints the consumer pages to open.
     Demo(NodeArgs),
@@ -98,6 +101,13 @@ struct NodeArgs {
     /// On a fresh demo chain, do not seed the traceability demo data.
     #[arg(long)]
     no_demo: bool,
+}
+
+#[derive(Args)]
+struct GatewayArgs {
+    /// The node's API.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    node: String,
 }
 
 #[derive(Args)]
@@ -158,7 +168,7 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn,sea_orm=warn,jmt=warn".into()),
+                .unwrap_or_else(|_| "info,sqlx=warn,sea_orm=warn,jmt=warn,rumqttd=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -178,6 +188,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Node(a) => run_node(cfg, a, false).await,
         Cmd::Demo(a) => run_node(cfg, a, true).await,
+        Cmd::Gateway(a) => run_gateway(cfg, a).await,
         Cmd::Keygen(a) => {
             let ks = Keystore::open(cfg.keystore_dir())?;
             let key = SigningKey::generate(a.suite.sig());
@@ -508,30 +519,7 @@ async fn start_gateway(
         );
     }
     let key = ks.load(&cfg.gateway_key, &config::passphrase())?;
-    let (host, port) = match &cfg.mqtt_broker {
-        Some(b) => {
-            let (h, p) = b
-                .rsplit_once(':')
-                .with_context(|| format!("mqtt_broker `{b}` is not host:port"))?;
-            (h.to_string(), p.parse::<u16>().context("mqtt_broker port")?)
-        }
-        None => {
-            let addr: std::net::SocketAddr = cfg
-                .mqtt_listen
-                .parse()
-                .with_context(|| format!("mqtt_listen `{}`", cfg.mqtt_listen))?;
-            // The embedded broker cannot report a failed bind: check the port first.
-            std::net::TcpListener::bind(addr).with_context(|| {
-                format!(
-                    "{addr} is in use: point mqtt_broker at the broker there, or set mqtt_listen"
-                )
-            })?;
-            iot_gateway::mqtt::start_embedded_broker(addr)
-                .await
-                .map_err(|e| anyhow::anyhow!(e))?;
-            (addr.ip().to_string(), addr.port())
-        }
-    };
+    let (host, port) = mqtt_endpoint(cfg).await?;
     let db = sea_orm::Database::connect(format!(
         "sqlite://{}?mode=rwc",
         cfg.data_dir.join("gateway.db").display()
@@ -589,6 +577,111 @@ async fn start_gateway(
         "IoT gateway: devices publish to mqtt://{host}:{port} (trellis/{{org}}/devices/{{did}}/readings)"
     );
     Ok(())
+}
+
+/// `trellis gateway`: the gateway alone, talking to a node over HTTP.
+async fn run_gateway(cfg: Config, a: GatewayArgs) -> anyhow::Result<()> {
+    use iot_gateway::gateway::{Gateway, GatewayConfig, HttpChain};
+    let ks = Keystore::open(cfg.keystore_dir())?;
+    let key = ks
+        .load(&cfg.gateway_key, &config::passphrase())
+        .with_context(|| format!("loading the gateway key `{}`", cfg.gateway_key))?;
+    let (host, port) = mqtt_endpoint(&cfg).await?;
+    std::fs::create_dir_all(&cfg.data_dir)?;
+    let db = sea_orm::Database::connect(format!(
+        "sqlite://{}?mode=rwc",
+        cfg.data_dir.join("gateway.db").display()
+    ))
+    .await
+    .context("opening the gateway's store")?;
+    let chain = Arc::new(HttpChain::new(&a.node, key));
+    // The suite comes from the node; until it answers, assume the default one.
+    let suite = node_suite(&a.node).await.unwrap_or(Suite::Ed25519Sha256);
+    let gw = Arc::new(
+        Gateway::open(
+            db,
+            chain,
+            suite.sig(),
+            suite.hash(),
+            GatewayConfig {
+                id: format!("gw-{}", cfg.gateway_key),
+                ..GatewayConfig::default()
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?,
+    );
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(iot_gateway::mqtt::run_subscriber(
+        gw.clone(),
+        host.clone(),
+        port,
+        format!("trellis-gateway-{}", cfg.gateway_key),
+        stop.clone(),
+    ));
+    tokio::spawn(iot_gateway::mqtt::run_anchoring(
+        gw.clone(),
+        Duration::from_millis(200),
+        stop.clone(),
+    ));
+    let refresh = gw.clone();
+    let mut stop_refresh = stop;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {
+                    if let Err(e) = refresh.refresh_devices().await {
+                        tracing::warn!("reloading devices: {e}");
+                    }
+                }
+                _ = stop_refresh.changed() => return,
+            }
+        }
+    });
+    println!(
+        "IoT gateway: devices publish to mqtt://{host}:{port}; anchoring on {}",
+        a.node
+    );
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    Ok(())
+}
+
+/// The suite of the chain behind a node's API, if it answers.
+async fn node_suite(node: &str) -> Option<Suite> {
+    let r = reqwest::get(format!("{}/api/v1/chain", node.trim_end_matches('/')))
+        .await
+        .ok()?;
+    let v: serde_json::Value = r.json().await.ok()?;
+    serde_json::from_value(v["suite"].clone()).ok()
+}
+
+/// The broker devices publish to: the configured one, else an embedded one on `mqtt_listen`.
+async fn mqtt_endpoint(cfg: &Config) -> anyhow::Result<(String, u16)> {
+    match &cfg.mqtt_broker {
+        Some(b) => {
+            let (h, p) = b
+                .rsplit_once(':')
+                .with_context(|| format!("mqtt_broker `{b}` is not host:port"))?;
+            Ok((h.to_string(), p.parse::<u16>().context("mqtt_broker port")?))
+        }
+        None => {
+            let addr: std::net::SocketAddr = cfg
+                .mqtt_listen
+                .parse()
+                .with_context(|| format!("mqtt_listen `{}`", cfg.mqtt_listen))?;
+            // The embedded broker cannot report a failed bind: check the port first.
+            std::net::TcpListener::bind(addr).with_context(|| {
+                format!(
+                    "{addr} is in use: point mqtt_broker at the broker there, or set mqtt_listen"
+                )
+            })?;
+            iot_gateway::mqtt::start_embedded_broker(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            Ok((addr.ip().to_string(), addr.port()))
+        }
+    }
 }
 
 /// The salt of scanner fingerprints: random once per data directory, so counts survive

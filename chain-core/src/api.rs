@@ -520,6 +520,51 @@ pub struct StateQuery {
     pub key_encoding: Option<String>,
 }
 
+#[derive(Deserialize, IntoParams)]
+pub struct StateListQuery {
+    /// Only keys starting with this (UTF-8).
+    pub prefix: Option<String>,
+    /// Continue after this key (the last key of the previous page).
+    pub after: Option<String>,
+    /// At most this many entries (default 100, at most 1,000).
+    pub limit: Option<u64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/state/{contract}", params(("contract" = String, Path), StateListQuery),
+    responses((status = 200, description = "`{\"entries\": [{\"key\", \"value\"}]}` of the latest state, in key order", body = Object), (status = 404, body = ErrorBody)))]
+async fn list_state(
+    State(node): State<Arc<Node>>,
+    ApiPath(contract): ApiPath<String>,
+    ApiQuery(q): ApiQuery<StateListQuery>,
+) -> ApiResult<Json<Value>> {
+    if !node.registry.names().contains(&contract.as_str()) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_contract",
+            format!("no contract `{contract}`"),
+        ));
+    }
+    let limit = q.limit.unwrap_or(100).clamp(1, 1_000);
+    let rows = node
+        .state_list(
+            &contract,
+            q.prefix.as_deref().unwrap_or("").as_bytes(),
+            q.after.as_deref().map(str::as_bytes),
+            limit,
+        )
+        .await?;
+    let entries: Vec<Value> = rows
+        .into_iter()
+        .map(|(k, v)| {
+            json!({
+                "key": String::from_utf8_lossy(&k),
+                "value": serde_json::from_slice::<Value>(&v).unwrap_or_else(|_| Value::String(hex::encode(&v))),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "entries": entries })))
+}
+
 #[utoipa::path(get, path = "/api/v1/state/{contract}/{key}", params(("contract" = String, Path), ("key" = String, Path), StateQuery),
     responses((status = 200, description = "value (or null) and its proof bundle", body = Object), (status = 404, body = ErrorBody)))]
 async fn get_state(
@@ -717,6 +762,7 @@ async fn metrics(State(node): State<Arc<Node>>) -> Response {
         list_blocks,
         get_account,
         get_state,
+        list_state,
         list_events,
         chain_info,
         stream
@@ -745,6 +791,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/v1/blocks/latest", get(latest_block))
         .route("/api/v1/blocks/{id}", get(get_block))
         .route("/api/v1/accounts/{key}", get(get_account))
+        .route("/api/v1/state/{contract}", get(list_state))
         .route("/api/v1/state/{contract}/{key}", get(get_state))
         .route("/api/v1/events", get(list_events))
         .route("/api/v1/chain", get(chain_info))

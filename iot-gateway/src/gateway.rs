@@ -112,6 +112,123 @@ impl Chain for NodeChain {
     }
 }
 
+/// The chain of a node reached over its HTTP API: the standalone gateway (`trellis gateway`).
+/// When the node cannot be reached, calls fail and batches stay in the outbox until it can.
+pub struct HttpChain {
+    base: String,
+    key: SigningKey,
+    http: reqwest::Client,
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl HttpChain {
+    pub fn new(base: &str, key: SigningKey) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            key,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(40))
+                .build()
+                .unwrap_or_default(),
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Result<Value, String> {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .map_err(|e| format!("node unreachable: {e}"))?;
+        if !r.status().is_success() {
+            return Err(format!("{path}: HTTP {}", r.status()));
+        }
+        r.json().await.map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait::async_trait]
+impl Chain for HttpChain {
+    async fn call(&self, contract: &str, method: &str, args: &Value) -> Result<Committed, String> {
+        let _one = self.lock.lock().await;
+        let chain = self.get("/api/v1/chain").await?;
+        let suite: chain_core::crypto::Suite = serde_json::from_value(chain["suite"].clone())
+            .map_err(|e| format!("chain suite: {e}"))?;
+        let chain_id = chain["chain_id"].as_str().ok_or("no chain id")?.to_string();
+        let account = self
+            .get(&format!("/api/v1/accounts/{}", self.key.public_key()))
+            .await?;
+        let nonce = account["next_nonce"].as_u64().ok_or("no next_nonce")?;
+        let tx = chain_core::types::build_tx(
+            suite,
+            &chain_id,
+            &self.key,
+            nonce,
+            now_ms() + 120_000,
+            contract,
+            method,
+            serde_json::to_vec(args).map_err(|e| e.to_string())?,
+        );
+        let r = self
+            .http
+            .post(format!("{}/api/v1/txs", self.base))
+            .json(&json!({"tx": hex::encode(tx.bytes()), "wait": "commit", "timeout_ms": 30_000}))
+            .send()
+            .await
+            .map_err(|e| format!("node unreachable: {e}"))?;
+        let status = r.status();
+        let v: Value = r.json().await.map_err(|e| e.to_string())?;
+        if !status.is_success() || v["status"] != "committed" {
+            return Err(format!("{} ({status}): {v}", tx.id().to_hex()));
+        }
+        Ok(Committed {
+            tx_id: tx.id().to_hex(),
+            height: v["height"].as_u64().unwrap_or(0),
+            code: v["receipt"]["code"].as_str().unwrap_or("").to_string(),
+            message: v["receipt"]["message"].as_str().unwrap_or("").to_string(),
+        })
+    }
+
+    async fn devices(&self) -> Result<Vec<Device>, String> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut path = format!(
+                "/api/v1/state/{}?prefix=device%2F&limit=1000",
+                contract::NAME
+            );
+            if let Some(a) = &after {
+                path.push_str("&after=");
+                path.push_str(&percent_encode(a));
+            }
+            let page = self.get(&path).await?;
+            let entries = page["entries"].as_array().cloned().unwrap_or_default();
+            let n = entries.len();
+            for e in entries {
+                after = e["key"].as_str().map(str::to_string);
+                if let Ok(d) = serde_json::from_value::<Device>(e["value"].clone()) {
+                    out.push(d);
+                }
+            }
+            if n < 1000 {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     /// Names this gateway's batches (`{id}-{first message}`).
@@ -175,7 +292,11 @@ impl Gateway {
             cfg,
             verifier: Mutex::new(verifier),
         };
-        g.refresh_devices().await?;
+        // A node that cannot be reached now does not stop the gateway: the registry is loaded
+        // on the next refresh; until then messages from unknown devices wait on the broker.
+        if let Err(e) = g.refresh_devices().await {
+            tracing::warn!("loading the device registry: {e}");
+        }
         Ok(g)
     }
 

@@ -432,3 +432,116 @@ async fn mqtt_readings_reach_the_chain_through_the_embedded_broker_and_mosquitto
     let _ = anchoring.await;
     node.shutdown().await;
 }
+
+/// A node behind a switch: requests pass while `up`, get 503 otherwise (the node is away).
+async fn switchable_proxy(target: String) -> (String, Arc<std::sync::atomic::AtomicBool>) {
+    use axum::body::Bytes;
+    use axum::http::{Method, StatusCode, Uri};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let up = Arc::new(AtomicBool::new(true));
+    let flag = up.clone();
+    let http = reqwest::Client::new();
+    let app = axum::Router::new().fallback(move |method: Method, uri: Uri, body: Bytes| {
+        let (flag, http, target) = (flag.clone(), http.clone(), target.clone());
+        async move {
+            if !flag.load(Ordering::SeqCst) {
+                return (StatusCode::SERVICE_UNAVAILABLE, Vec::new());
+            }
+            let url = format!(
+                "{target}{}",
+                uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+            );
+            let r = http
+                .request(method, url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await;
+            match r {
+                Ok(r) => (
+                    StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
+                    r.bytes().await.map(|b| b.to_vec()).unwrap_or_default(),
+                ),
+                Err(_) => (StatusCode::BAD_GATEWAY, Vec::new()),
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}"), up)
+}
+
+/// The standalone gateway reaches the node over HTTP. While the node is away, accepted
+/// readings wait in the outbox; when it is back they are anchored, in order, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_keeps_readings_while_the_node_is_away() {
+    use iot_gateway::gateway::HttpChain;
+    use std::sync::atomic::Ordering;
+    let (node, probe, _revoked) = setup().await;
+    let (via, up) = switchable_proxy(node.url.clone()).await;
+    let db_url = format!(
+        "sqlite://{}?mode=rwc",
+        node.dir.path().join("outbox.db").display()
+    );
+    let open = || async {
+        Gateway::open(
+            Database::connect(&db_url).await.expect("db"),
+            Arc::new(HttpChain::new(&via, node.key("swiftcold-gateway"))),
+            SigAlg::Ed25519,
+            HashAlg::Sha256,
+            GatewayConfig {
+                id: "gw2".into(),
+                batch_max: 10,
+                batch_wait: Duration::from_millis(0),
+                max_skew: Duration::from_secs(300),
+            },
+        )
+        .await
+        .expect("gateway")
+    };
+    let gw = open().await;
+    up.store(false, Ordering::SeqCst);
+    let msgs: Vec<Incoming> = (1..=25)
+        .map(|i| reading(&probe, "swiftcold", i, 4.0))
+        .collect();
+    assert!(
+        gw.ingest(&msgs)
+            .await
+            .expect("ingest")
+            .iter()
+            .all(Result::is_ok)
+    );
+    let mut batches = Vec::new();
+    while let Some(b) = gw.close_batch(true).await.expect("close") {
+        batches.push(b);
+    }
+    assert_eq!(batches.len(), 3);
+    assert!(gw.anchor_pending().await.is_err(), "the node is away");
+    for b in &batches {
+        let s = gw.batch_status(b).await.expect("db").expect("batch");
+        assert_eq!(s.status, "pending");
+    }
+    // The gateway restarts while the node is still away; then the node comes back.
+    drop(gw);
+    let gw = open().await;
+    up.store(true, Ordering::SeqCst);
+    assert_eq!(gw.anchor_pending().await.expect("anchor"), 3);
+    assert_eq!(gw.anchor_pending().await.expect("anchor"), 0);
+    let mut total = 0;
+    let mut heights = Vec::new();
+    for b in &batches {
+        let v = node.state("iot", &format!("batch/{b}")).await;
+        total += v["value"]["count"].as_u64().expect("anchored");
+        heights.push(v["value"]["height"].as_u64().expect("height"));
+    }
+    assert_eq!(total, 25, "every accepted reading anchored once");
+    let mut sorted = heights.clone();
+    sorted.sort();
+    assert_eq!(heights, sorted, "in order");
+    node.shutdown().await;
+}
