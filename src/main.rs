@@ -61,6 +61,10 @@ enum Cmd {
     /// Run the IoT gateway on its own, against a node's API (`--node`): MQTT in, verified and
     /// stored readings out to the chain; while the node is away they wait in the outbox.
     Gateway(GatewayArgs),
+    /// Simulated devices: `trellis devices simulate` registers sensors and publishes signed
+    /// readings over MQTT (with bad ones on request).
+    #[command(subcommand)]
+    Devices(DevicesCmd),
     /// Run the node like `node`, and seed the traceability demo (a dairy supply chain) if it is
     /// not on the chain yet; prints the consumer pages to open.
     Demo(NodeArgs),
@@ -101,6 +105,38 @@ struct NodeArgs {
     /// On a fresh demo chain, do not seed the traceability demo data.
     #[arg(long)]
     no_demo: bool,
+}
+
+#[derive(Subcommand)]
+enum DevicesCmd {
+    Simulate(SimulateArgs),
+}
+
+#[derive(Args)]
+struct SimulateArgs {
+    /// The node's API (devices are registered through it).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    node: String,
+    /// The MQTT broker (`host:port`); default: the configured broker, else `mqtt_listen`.
+    #[arg(long)]
+    mqtt: Option<String>,
+    /// The organisation owning the devices (its `<org>-admin` key registers them).
+    #[arg(long, default_value = "swiftcold")]
+    org: String,
+    #[arg(long, default_value_t = 10)]
+    devices: usize,
+    /// Messages per second, all devices together.
+    #[arg(long, default_value_t = 10)]
+    rate: u64,
+    /// Seconds to publish.
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    /// Share of bad messages (forged, replayed, unknown device, garbage, clock off).
+    #[arg(long, default_value_t = 0.0)]
+    bad_ratio: f64,
+    /// Bind the devices to a lot, `GTIN/LOT` (their readings feed its cold-chain rule).
+    #[arg(long)]
+    lot: Option<String>,
 }
 
 #[derive(Args)]
@@ -189,6 +225,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Node(a) => run_node(cfg, a, false).await,
         Cmd::Demo(a) => run_node(cfg, a, true).await,
         Cmd::Gateway(a) => run_gateway(cfg, a).await,
+        Cmd::Devices(DevicesCmd::Simulate(a)) => simulate(cfg, a).await,
         Cmd::Keygen(a) => {
             let ks = Keystore::open(cfg.keystore_dir())?;
             let key = SigningKey::generate(a.suite.sig());
@@ -644,6 +681,68 @@ async fn run_gateway(cfg: Config, a: GatewayArgs) -> anyhow::Result<()> {
     );
     shutdown_signal().await;
     let _ = stop_tx.send(true);
+    Ok(())
+}
+
+/// `trellis devices simulate`.
+async fn simulate(cfg: Config, a: SimulateArgs) -> anyhow::Result<()> {
+    use iot_gateway::sim::{SimConfig, publish, register};
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&a.bad_ratio),
+        "--bad-ratio is a share between 0 and 1"
+    );
+    let suite = node_suite(&a.node)
+        .await
+        .with_context(|| format!("the node at {} does not answer", a.node))?;
+    let (host, port) = match a.mqtt.as_ref().or(cfg.mqtt_broker.as_ref()) {
+        Some(b) => {
+            let (h, p) = b
+                .rsplit_once(':')
+                .with_context(|| format!("`{b}` is not host:port"))?;
+            (h.to_string(), p.parse::<u16>().context("MQTT port")?)
+        }
+        None => {
+            let addr: std::net::SocketAddr = cfg.mqtt_listen.parse().context("mqtt_listen")?;
+            (addr.ip().to_string(), addr.port())
+        }
+    };
+    let binding = match &a.lot {
+        Some(l) => {
+            let (gtin, lot) = l.split_once('/').context("--lot is GTIN/LOT")?;
+            Some(iot_gateway::contract::Binding::Lot {
+                gtin: gtin.to_string(),
+                lot: lot.to_string(),
+            })
+        }
+        None => None,
+    };
+    let sim = SimConfig {
+        org: a.org.clone(),
+        devices: a.devices.max(1),
+        rate: a.rate.max(1),
+        duration: Duration::from_secs(a.duration),
+        bad_ratio: a.bad_ratio,
+        binding,
+        mqtt_host: host,
+        mqtt_port: port,
+        alg: suite.sig(),
+    };
+    let admin = Keystore::open(cfg.keystore_dir())?
+        .load(&format!("{}-admin", a.org), &config::passphrase())
+        .with_context(|| format!("loading the key `{}-admin`", a.org))?;
+    let chain = iot_gateway::gateway::HttpChain::new(&a.node, admin);
+    let registered = register(&chain, &sim)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    eprintln!(
+        "simulate: {registered} devices registered, {} in all; publishing {} msg/s for {} s",
+        sim.devices, sim.rate, a.duration
+    );
+    let report = publish(&sim).await.map_err(|e| anyhow::anyhow!(e))?;
+    println!(
+        "published={} bad={} devices={}",
+        report.published, report.bad, sim.devices
+    );
     Ok(())
 }
 

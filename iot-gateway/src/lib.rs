@@ -9,6 +9,7 @@ pub mod contract;
 pub mod gateway;
 pub mod mqtt;
 pub mod payload;
+pub mod sim;
 pub mod store;
 pub mod verify;
 

@@ -545,3 +545,75 @@ async fn the_outbox_keeps_readings_while_the_node_is_away() {
     assert_eq!(heights, sorted, "in order");
     node.shutdown().await;
 }
+
+/// The simulator registers its devices through the node's API and publishes signed readings,
+/// a share of them bad; the gateway anchors every good one and refuses every bad one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_drives_the_gateway_with_good_and_bad_readings() {
+    use iot_gateway::sim::{SimConfig, publish, register};
+    let (node, _probe, _revoked) = setup().await;
+    let port = crate::web::free_port();
+    iot_gateway::mqtt::start_embedded_broker(format!("127.0.0.1:{port}").parse().expect("addr"))
+        .await
+        .expect("broker");
+    let sim = SimConfig {
+        org: "swiftcold".into(),
+        devices: 4,
+        rate: 200,
+        duration: Duration::from_secs(2),
+        bad_ratio: 0.2,
+        binding: None,
+        mqtt_host: "127.0.0.1".into(),
+        mqtt_port: port,
+        alg: SigAlg::Ed25519,
+    };
+    let admin = iot_gateway::gateway::HttpChain::new(&node.url, node.key("swiftcold-admin"));
+    assert_eq!(register(&admin, &sim).await.expect("register"), 4);
+    assert_eq!(
+        register(&admin, &sim).await.expect("again"),
+        0,
+        "a second run reuses them"
+    );
+    let gw = Arc::new(open_gateway(&node, Duration::from_millis(50)).await);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let sub = tokio::spawn(iot_gateway::mqtt::run_subscriber(
+        gw.clone(),
+        "127.0.0.1".into(),
+        port,
+        "gw-sim-test".into(),
+        stop.clone(),
+    ));
+    let anchoring = tokio::spawn(iot_gateway::mqtt::run_anchoring(
+        gw.clone(),
+        Duration::from_millis(100),
+        stop,
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let report = publish(&sim).await.expect("publish");
+    assert!(report.published >= 300 && report.bad > 0, "{report:?}");
+    let good = report.published - report.bad;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, list) = node
+            .get("/api/v1/state/iot?prefix=batch%2F&limit=1000")
+            .await;
+        let anchored: u64 = list["entries"]
+            .as_array()
+            .map(|e| e.iter().filter_map(|x| x["value"]["count"].as_u64()).sum())
+            .unwrap_or(0);
+        let refused: u64 = gw.rejected().values().sum();
+        if anchored == good && refused == report.bad {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "anchored {anchored} of {good} good, refused {refused} of {} bad",
+            report.bad
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = stop_tx.send(true);
+    let _ = sub.await;
+    let _ = anchoring.await;
+    node.shutdown().await;
+}
