@@ -105,13 +105,21 @@
       const tr = document.createElement('tr');
       tr.className = 'fresh';
       tr.dataset.kind = kind;
-      tr.appendChild(cell(cfg['label' + kind.charAt(0).toUpperCase() + kind.slice(1)] || kind));
+      // The same badge the server renders: red for recalls and counterfeits, amber otherwise.
+      const badge = document.createElement('span');
+      badge.className = kind === 'excursion' ? 'badge badge-warn' : 'badge badge-bad';
+      badge.textContent = cfg['label' + kind.charAt(0).toUpperCase() + kind.slice(1)] || kind;
+      const first = document.createElement('td');
+      first.appendChild(badge);
+      tr.appendChild(first);
       const href = (cfg.lotHref || '')
         .replace('{gtin}', encodeURIComponent(d.gtin))
         .replace('{lot}', encodeURIComponent(String(d.lot || '')));
       const what = `${d.gtin} / ${d.lot || ''}` + (d.serial ? ` · ${d.serial}` : '');
       tr.appendChild(cell(what, href || undefined));
-      tr.appendChild(cell(String(d.count ?? '')));
+      const count = cell(String(d.count ?? ''));
+      count.className = 'num';
+      tr.appendChild(count);
       // Chain alerts link their block; others (counterfeit suspicions) show when they arrived.
       tr.appendChild(typeof e.height === 'number'
         ? cell(`#${e.height}`, `/explorer/blocks/${e.height}`)

@@ -92,10 +92,15 @@ impl Epcis {
     async fn capture_ok(&self, name: &str, body: &[u8]) -> Value {
         let (status, v, location) = self.post_capture(body).await;
         assert_eq!(status, 202, "{name}: {v}");
-        let location = location.expect("Location of the capture job");
+        self.wait_job(name, &location.expect("Location of the capture job"))
+            .await
+    }
+
+    /// Waits until the capture job at `location` has finished, and requires success.
+    async fn wait_job(&self, name: &str, location: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let job = self.get(&location).await.1;
+            let job = self.get(location).await.1;
             if job["running"] == false {
                 assert_eq!(job["success"], true, "{name}: {job}");
                 return job;
@@ -498,17 +503,7 @@ async fn epcis_conformance_capture_query_and_hash_vectors() {
             continue;
         }
         assert_eq!(status, 202, "{name}: {v}");
-        let location = location.expect("location");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let job = api.get(&location).await.1;
-            if job["running"] == false {
-                assert_eq!(job["success"], true, "{name}: {job}");
-                break;
-            }
-            assert!(Instant::now() < deadline);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        api.wait_job(&name, &location.expect("location")).await;
         for want in &expected {
             let hex = want
                 .strip_prefix("ni:///sha-256;")

@@ -334,7 +334,12 @@ fn alert_rows(rows: &[trace_alert::Model]) -> Vec<Vec<AnyView>> {
             } else {
                 Tone::Warn
             };
-            let label = match &a.serial {
+            // Counterfeit alerts name the scanned code (`gtin/serial`): show its serial.
+            let label = match a
+                .serial
+                .as_deref()
+                .map(|s| s.rsplit('/').next().unwrap_or(s))
+            {
                 Some(s) => format!("{gtin} / {lot_no} · {s}"),
                 None => format!("{gtin} / {lot_no}"),
             };
