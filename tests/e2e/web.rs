@@ -12,11 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chain_core::crypto::Suite;
 use chain_core::keystore::Keystore;
-use chain_core::node::now_ms;
 use chain_core::proof::{ProofBundle, verify_bundle};
-use chain_core::types::{ValidatorSet, build_tx};
+use chain_core::types::ValidatorSet;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
@@ -129,48 +127,67 @@ impl NodeProc {
     pub(crate) async fn anchor(&self, doc: &str) -> String {
         let ks = Keystore::open(self.dir.path().join("keystore")).expect("keystore");
         let key = ks.load("acme-admin", PASS).expect("key");
-        let client = reqwest::Client::new();
-        let chain: Value = client
-            .get(format!("{}/api/v1/chain", self.url))
-            .send()
-            .await
-            .expect("chain")
-            .json()
-            .await
-            .expect("json");
-        let acc: Value = client
-            .get(format!("{}/api/v1/accounts/{}", self.url, key.public_key()))
-            .send()
-            .await
-            .expect("account")
-            .json()
-            .await
-            .expect("json");
         let hash = chain_core::crypto::HashAlg::Sha256
             .digest(doc.as_bytes())
             .to_hex();
-        let tx = build_tx(
-            Suite::Ed25519Sha256,
-            chain["chain_id"].as_str().expect("chain id"),
+        let args = json!({"key": doc, "hash": hash});
+        let r = submit_signed(
+            &reqwest::Client::new(),
+            &self.url,
             &key,
-            acc["next_nonce"].as_u64().expect("next nonce"),
-            now_ms() + 60_000,
             "notary",
             "anchor",
-            serde_json::to_vec(&json!({"key": doc, "hash": hash})).expect("json"),
-        );
-        let r: Value = client
-            .post(format!("{}/api/v1/txs", self.url))
-            .json(&json!({"tx": hex::encode(tx.bytes()), "wait": "commit", "timeout_ms": 20000}))
-            .send()
-            .await
-            .expect("submit")
-            .json()
-            .await
-            .expect("json");
+            args,
+        )
+        .await;
         assert_eq!(r["status"], "committed", "{r}");
-        tx.id().to_hex()
+        r["tx_id"].as_str().expect("tx id").to_string()
     }
+}
+
+/// Signs `contract.method(args)` with `key`, submits it and waits for the commit.
+pub(crate) async fn submit_signed(
+    http: &reqwest::Client,
+    url: &str,
+    key: &chain_core::crypto::SigningKey,
+    contract: &str,
+    method: &str,
+    args: Value,
+) -> Value {
+    let chain: Value = http
+        .get(format!("{url}/api/v1/chain"))
+        .send()
+        .await
+        .expect("chain")
+        .json()
+        .await
+        .expect("json");
+    let acc: Value = http
+        .get(format!("{url}/api/v1/accounts/{}", key.public_key()))
+        .send()
+        .await
+        .expect("account")
+        .json()
+        .await
+        .expect("json");
+    let tx = chain_core::types::build_tx(
+        chain_core::crypto::Suite::Ed25519Sha256,
+        chain["chain_id"].as_str().expect("chain id"),
+        key,
+        acc["next_nonce"].as_u64().expect("nonce"),
+        chain_core::node::now_ms() + 60_000,
+        contract,
+        method,
+        serde_json::to_vec(&args).expect("json"),
+    );
+    http.post(format!("{url}/api/v1/txs"))
+        .json(&json!({"tx": hex::encode(tx.bytes()), "wait": "commit", "timeout_ms": 20000}))
+        .send()
+        .await
+        .expect("submit")
+        .json()
+        .await
+        .expect("json")
 }
 
 /// chromedriver + a headless Chromium session; both cleaned up on drop.
