@@ -66,6 +66,14 @@ pub struct BenchArgs {
     /// (default 20; quick 10) while capture keeps the chain busy, and trace-graph time.
     #[arg(long)]
     trace: bool,
+    /// Benchmark the IoT gateway instead: signed readings published over MQTT at --rate
+    /// (default 21,000/s) for --duration seconds (default 60; quick 15), verified, stored and
+    /// anchored by a `trellis gateway` process.
+    #[arg(long)]
+    iot: bool,
+    /// --iot: simulated sensors.
+    #[arg(long, default_value_t = 1_000)]
+    devices: usize,
 }
 
 struct Generator {
@@ -155,6 +163,15 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
+    if a.iot {
+        return crate::bench_iot::run(crate::bench_iot::IotBenchArgs {
+            quick: a.quick,
+            rate: a.rate.unwrap_or(21_000),
+            duration_s: a.duration.unwrap_or(if a.quick { 15 } else { 60 }),
+            devices: a.devices.max(1),
+        })
+        .await;
+    }
     if a.trace {
         return crate::bench_trace::run(crate::bench_trace::TraceBenchArgs {
             quick: a.quick,

@@ -140,6 +140,12 @@ impl Config {
         {
             cfg.mqtt_broker = Some(v);
         }
+        if let Ok(v) = std::env::var("TRELLIS_GATEWAY") {
+            cfg.gateway = !matches!(v.as_str(), "0" | "false" | "no" | "off");
+        }
+        if let Ok(v) = std::env::var("TRELLIS_GATEWAY") {
+            cfg.gateway = !matches!(v.as_str(), "0" | "false" | "no" | "off");
+        }
         if let Ok(v) = std::env::var("TRELLIS_MQTT_LISTEN")
             && !v.is_empty()
         {

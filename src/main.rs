@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_bft;
+mod bench_iot;
 mod bench_trace;
 mod bench_web;
 mod config;
@@ -144,6 +145,9 @@ struct GatewayArgs {
     /// The node's API.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     node: String,
+    /// Where the gateway serves its `/metrics` and `/healthz`.
+    #[arg(long, default_value = "127.0.0.1:9180")]
+    listen: String,
 }
 
 #[derive(Args)]
@@ -385,14 +389,17 @@ async fn run_node(mut cfg: Config, a: NodeArgs, demo: bool) -> anyhow::Result<()
         cfg.peer_apis.clone(),
         stop_rx.clone(),
     ));
-    if cfg.gateway
-        && let Err(e) = start_gateway(&cfg, &node, stop_rx.clone()).await
-    {
-        tracing::warn!("IoT gateway not started: {e}");
+    let (app, web, _) = build_web(&cfg, node.clone(), stop_rx.clone(), seed_demo).await?;
+    let app = app.layer(tower_http::trace::TraceLayer::new_for_http());
+    if cfg.gateway {
+        match start_gateway(&cfg, &node, stop_rx.clone()).await {
+            Ok(gw) => {
+                let _ = web.devices_seen.set(Arc::new(GatewaySeen(gw)));
+                tokio::spawn(demo_live_sensor(cfg.clone(), node.clone(), stop_rx.clone()));
+            }
+            Err(e) => tracing::warn!("IoT gateway not started: {e}"),
+        }
     }
-    let app = web_app(&cfg, node.clone(), stop_rx.clone(), seed_demo)
-        .await?
-        .layer(tower_http::trace::TraceLayer::new_for_http());
     tracing::info!(
         chain = %node.info.chain_id,
         height = node.tip().height,
@@ -470,6 +477,7 @@ pub async fn build_web(
         limiter: SignInLimiter::new(cfg.signin_attempts_per_minute),
         nav: Arc::new(frontend::web::default_nav()),
         secure_cookies: cfg.web_https,
+        devices_seen: std::sync::OnceLock::new(),
     });
     let trace = trace_app(cfg, &node, stop).await?;
     if seed_demo {
@@ -539,101 +547,21 @@ async fn trace_app(
     }))
 }
 
-/// The IoT gateway inside the node: MQTT (the configured broker, else an embedded one), the
-/// durable store `<data>/gateway.db`, anchoring with the gateway's key, the device registry
-/// followed from the chain.
-async fn start_gateway(
+/// The gateway's pipeline over its durable store `<data>/gateway.db`, with MQTT ingestion and
+/// the anchoring loop running until `stop`.
+async fn spawn_gateway(
     cfg: &Config,
-    node: &Arc<Node>,
+    chain: Arc<dyn iot_gateway::gateway::Chain>,
+    suite: Suite,
+    client_id: String,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    use iot_gateway::gateway::{Gateway, GatewayConfig, NodeChain};
-    let ks = Keystore::open(cfg.keystore_dir())?;
-    if !ks.exists(&cfg.gateway_key) {
-        anyhow::bail!(
-            "no key `{}` in the keystore (a member with role iot.gateway)",
-            cfg.gateway_key
-        );
-    }
-    let key = ks.load(&cfg.gateway_key, &config::passphrase())?;
+) -> anyhow::Result<(Arc<iot_gateway::gateway::Gateway>, String, u16)> {
+    use iot_gateway::gateway::{Gateway, GatewayConfig};
     let (host, port) = mqtt_endpoint(cfg).await?;
-    let db = sea_orm::Database::connect(format!(
-        "sqlite://{}?mode=rwc",
-        cfg.data_dir.join("gateway.db").display()
-    ))
-    .await
-    .context("opening the gateway's store")?;
-    let gw = Arc::new(
-        Gateway::open(
-            db,
-            Arc::new(NodeChain::new(node.clone(), key)),
-            node.info.suite.sig(),
-            node.hash_alg(),
-            GatewayConfig {
-                id: format!("gw-{}", cfg.gateway_key),
-                ..GatewayConfig::default()
-            },
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?,
-    );
-    tokio::spawn(iot_gateway::mqtt::run_subscriber(
-        gw.clone(),
-        host.clone(),
-        port,
-        format!("trellis-gateway-{}", node.info.chain_id),
-        stop.clone(),
-    ));
-    tokio::spawn(iot_gateway::mqtt::run_anchoring(
-        gw.clone(),
-        Duration::from_millis(200),
-        stop.clone(),
-    ));
-    // Registrations, bindings and revocations take effect as their blocks commit.
-    let mut blocks = node.subscribe();
-    let mut stop_refresh = stop;
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                b = blocks.recv() => {
-                    let changed = match &b {
-                        Ok(b) => b.events.iter().any(|(_, e)| e.contract == iot_gateway::contract::NAME && e.kind.starts_with("device_")),
-                        // Missed blocks: reload to be safe.
-                        Err(_) => true,
-                    };
-                    if changed && let Err(e) = gw.refresh_devices().await {
-                        tracing::warn!("reloading devices: {e}");
-                    }
-                }
-                _ = stop_refresh.changed() => return,
-            }
-        }
-    });
-    tracing::info!("IoT gateway: MQTT on {host}:{port}");
-    println!(
-        "IoT gateway: devices publish to mqtt://{host}:{port} (trellis/{{org}}/devices/{{did}}/readings)"
-    );
-    Ok(())
-}
-
-/// `trellis gateway`: the gateway alone, talking to a node over HTTP.
-async fn run_gateway(cfg: Config, a: GatewayArgs) -> anyhow::Result<()> {
-    use iot_gateway::gateway::{Gateway, GatewayConfig, HttpChain};
-    let ks = Keystore::open(cfg.keystore_dir())?;
-    let key = ks
-        .load(&cfg.gateway_key, &config::passphrase())
-        .with_context(|| format!("loading the gateway key `{}`", cfg.gateway_key))?;
-    let (host, port) = mqtt_endpoint(&cfg).await?;
     std::fs::create_dir_all(&cfg.data_dir)?;
-    let db = sea_orm::Database::connect(format!(
-        "sqlite://{}?mode=rwc",
-        cfg.data_dir.join("gateway.db").display()
-    ))
-    .await
-    .context("opening the gateway's store")?;
-    let chain = Arc::new(HttpChain::new(&a.node, key));
-    // The suite comes from the node; until it answers, assume the default one.
-    let suite = node_suite(&a.node).await.unwrap_or(Suite::Ed25519Sha256);
+    let db = iot_gateway::store::open(&cfg.data_dir.join("gateway.db"))
+        .await
+        .context("opening the gateway's store")?;
     let gw = Arc::new(
         Gateway::open(
             db,
@@ -648,21 +576,166 @@ async fn run_gateway(cfg: Config, a: GatewayArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!(e))?,
     );
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(iot_gateway::mqtt::run_subscriber(
         gw.clone(),
         host.clone(),
         port,
-        format!("trellis-gateway-{}", cfg.gateway_key),
+        client_id,
         stop.clone(),
     ));
     tokio::spawn(iot_gateway::mqtt::run_anchoring(
         gw.clone(),
         Duration::from_millis(200),
-        stop.clone(),
+        stop,
     ));
-    let refresh = gw.clone();
+    Ok((gw, host, port))
+}
+
+/// The device page's view of the gateway running in this process.
+struct GatewaySeen(Arc<iot_gateway::gateway::Gateway>);
+
+impl frontend::web::DeviceTelemetry for GatewaySeen {
+    fn devices_seen(&self) -> std::collections::BTreeMap<String, frontend::web::DeviceSeen> {
+        self.0
+            .activity()
+            .into_iter()
+            .map(|(device, a)| {
+                let seen = frontend::web::DeviceSeen {
+                    accepted: a.accepted,
+                    last_accepted_ms: a.last_accepted_ms,
+                    rejected: a
+                        .rejected
+                        .into_iter()
+                        .map(|(code, n)| (code.to_string(), n))
+                        .collect(),
+                };
+                (device, seen)
+            })
+            .collect()
+    }
+}
+
+/// The IoT gateway inside the node: MQTT (the configured broker, else an embedded one), the
+/// durable store, anchoring with the gateway's key, the device registry followed from the
+/// chain; its metrics join the node's `/metrics`.
+async fn start_gateway(
+    cfg: &Config,
+    node: &Arc<Node>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Arc<iot_gateway::gateway::Gateway>> {
+    let ks = Keystore::open(cfg.keystore_dir())?;
+    if !ks.exists(&cfg.gateway_key) {
+        anyhow::bail!(
+            "no key `{}` in the keystore (a member with role iot.gateway)",
+            cfg.gateway_key
+        );
+    }
+    let key = ks.load(&cfg.gateway_key, &config::passphrase())?;
+    let chain = Arc::new(iot_gateway::gateway::NodeChain::new(node.clone(), key));
+    let (gw, host, port) = spawn_gateway(
+        cfg,
+        chain,
+        node.info.suite,
+        format!("trellis-gateway-{}", node.info.chain_id),
+        stop.clone(),
+    )
+    .await?;
+    node.metrics.attach(gw.metrics().registry());
+    // Registrations, bindings and revocations take effect as their blocks commit.
+    let mut blocks = node.subscribe();
     let mut stop_refresh = stop;
+    let refresh = gw.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                b = blocks.recv() => {
+                    let changed = match &b {
+                        Ok(b) => b.events.iter().any(|(_, e)| e.contract == iot_gateway::contract::NAME && e.kind.starts_with("device_")),
+                        // Missed blocks: reload to be safe.
+                        Err(_) => true,
+                    };
+                    if changed && let Err(e) = refresh.refresh_devices().await {
+                        tracing::warn!("reloading devices: {e}");
+                    }
+                }
+                _ = stop_refresh.changed() => return,
+            }
+        }
+    });
+    tracing::info!("IoT gateway: MQTT on {host}:{port}");
+    println!(
+        "IoT gateway: devices publish to mqtt://{host}:{port} (trellis/{{org}}/devices/{{did}}/readings)"
+    );
+    Ok(gw)
+}
+
+/// On a chain holding the demo data, a live sensor on the yoghurt lot in the cold store keeps
+/// publishing through the gateway, so the lot's cold-chain chart grows while one watches.
+async fn demo_live_sensor(cfg: Config, node: Arc<Node>, stop: tokio::sync::watch::Receiver<bool>) {
+    use traceability::demo::YOGHURT;
+    // The demo data may still be being seeded.
+    let mut present = false;
+    for _ in 0..120 {
+        let lot = traceability::domain::lot_key(YOGHURT, "YOG-2611B");
+        if let Ok(Some(_)) = node.state_json::<serde_json::Value>("trace", &lot).await {
+            present = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    if !present {
+        return;
+    }
+    let run = async {
+        let admin = Keystore::open(cfg.keystore_dir())
+            .map_err(|e| e.to_string())?
+            .load("swiftcold-admin", &config::passphrase())
+            .map_err(|e| e.to_string())?;
+        let mqtt = mqtt_address(&cfg).map_err(|e| e.to_string())?;
+        let chain = iot_gateway::gateway::NodeChain::new(node.clone(), admin);
+        iot_gateway::sim::run_demo_sensor(
+            &chain,
+            node.info.suite.sig(),
+            "swiftcold",
+            iot_gateway::contract::Binding::Lot {
+                gtin: YOGHURT.into(),
+                lot: "YOG-2611B".into(),
+            },
+            mqtt,
+            Duration::from_secs(5),
+            stop,
+        )
+        .await
+    };
+    if let Err(e) = run.await {
+        tracing::warn!("demo live sensor not running: {e}");
+    }
+}
+
+/// `trellis gateway`: the gateway alone, talking to a node over HTTP, serving its own
+/// `/metrics` and `/healthz`.
+async fn run_gateway(cfg: Config, a: GatewayArgs) -> anyhow::Result<()> {
+    let ks = Keystore::open(cfg.keystore_dir())?;
+    let key = ks
+        .load(&cfg.gateway_key, &config::passphrase())
+        .with_context(|| format!("loading the gateway key `{}`", cfg.gateway_key))?;
+    let chain = Arc::new(iot_gateway::gateway::HttpChain::new(&a.node, key));
+    // The suite comes from the node; until it answers, assume the default one.
+    let suite = node_suite(&a.node).await.unwrap_or(Suite::Ed25519Sha256);
+    let listener = tokio::net::TcpListener::bind(&a.listen)
+        .await
+        .with_context(|| format!("binding {}", a.listen))?;
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let (gw, host, port) = spawn_gateway(
+        &cfg,
+        chain,
+        suite,
+        format!("trellis-gateway-{}", cfg.gateway_key),
+        stop.clone(),
+    )
+    .await?;
+    let refresh = gw.clone();
+    let mut stop_refresh = stop.clone();
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -675,12 +748,49 @@ async fn run_gateway(cfg: Config, a: GatewayArgs) -> anyhow::Result<()> {
             }
         }
     });
+    let metrics = gw.metrics().clone();
+    let health = gw.metrics().clone();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let m = metrics.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        m.render(),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/healthz",
+            axum::routing::get(move || {
+                let m = health.clone();
+                async move {
+                    axum::Json(serde_json::json!({"status": "ok", "outbox": m.outbox.get()}))
+                }
+            }),
+        );
+    let addr = listener.local_addr()?;
+    let mut stop_http = stop;
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_http.changed().await;
+            })
+            .await
+    });
     println!(
-        "IoT gateway: devices publish to mqtt://{host}:{port}; anchoring on {}",
+        "IoT gateway: devices publish to mqtt://{host}:{port}; anchoring on {}; metrics on http://{addr}/metrics",
         a.node
     );
     shutdown_signal().await;
     let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     Ok(())
 }
 
@@ -755,8 +865,8 @@ async fn node_suite(node: &str) -> Option<Suite> {
     serde_json::from_value(v["suite"].clone()).ok()
 }
 
-/// The broker devices publish to: the configured one, else an embedded one on `mqtt_listen`.
-async fn mqtt_endpoint(cfg: &Config) -> anyhow::Result<(String, u16)> {
+/// The broker's address: the configured one, else the embedded broker's `mqtt_listen`.
+fn mqtt_address(cfg: &Config) -> anyhow::Result<(String, u16)> {
     match &cfg.mqtt_broker {
         Some(b) => {
             let (h, p) = b
@@ -764,6 +874,21 @@ async fn mqtt_endpoint(cfg: &Config) -> anyhow::Result<(String, u16)> {
                 .with_context(|| format!("mqtt_broker `{b}` is not host:port"))?;
             Ok((h.to_string(), p.parse::<u16>().context("mqtt_broker port")?))
         }
+        None => {
+            let addr: std::net::SocketAddr = cfg
+                .mqtt_listen
+                .parse()
+                .with_context(|| format!("mqtt_listen `{}`", cfg.mqtt_listen))?;
+            Ok((addr.ip().to_string(), addr.port()))
+        }
+    }
+}
+
+/// The broker devices publish to: the configured one, else an embedded one on `mqtt_listen`.
+async fn mqtt_endpoint(cfg: &Config) -> anyhow::Result<(String, u16)> {
+    let (host, port) = mqtt_address(cfg)?;
+    match &cfg.mqtt_broker {
+        Some(_) => Ok((host, port)),
         None => {
             let addr: std::net::SocketAddr = cfg
                 .mqtt_listen

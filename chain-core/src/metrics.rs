@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -11,6 +11,8 @@ use prometheus_client::registry::Registry;
 
 pub struct Metrics {
     registry: Registry,
+    /// Registries of parts that run beside the node (the IoT gateway), served with its own.
+    attached: parking_lot::RwLock<Vec<Registry>>,
     pub height: Gauge,
     pub mempool_txs: Gauge,
     pub txs_admitted: Counter,
@@ -73,6 +75,7 @@ impl Metrics {
         );
         Self {
             registry,
+            attached: parking_lot::RwLock::new(Vec::new()),
             height,
             mempool_txs,
             txs_admitted,
@@ -97,9 +100,18 @@ impl Metrics {
         self.block_persist_seconds.observe(took.as_secs_f64());
     }
 
+    /// Serves `registry` at `/metrics` beside the node's own metrics.
+    pub fn attach(&self, registry: Registry) {
+        self.attached.write().push(registry);
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
-        if encode(&mut out, &self.registry).is_err() {
+        let attached = self.attached.read();
+        let ok = encode_registry(&mut out, &self.registry).is_ok()
+            && attached.iter().all(|r| encode_registry(&mut out, r).is_ok())
+            && encode_eof(&mut out).is_ok();
+        if !ok {
             out.clear();
         }
         out

@@ -19,8 +19,8 @@ use serde_json::json;
 
 use crate::auth::{CallError, MIN_PASSWORD_LEN};
 use crate::components::*;
-use crate::i18n::t;
-use crate::web::{Shared, Viewer};
+use crate::i18n::{Lang, t, tr};
+use crate::web::{DeviceSeen, Shared, Viewer};
 
 pub fn routes() -> Router<Shared> {
     Router::new()
@@ -635,6 +635,74 @@ fn binding_text(b: &serde_json::Value) -> String {
     }
 }
 
+/// Accepted messages and when the last one arrived; blank when no gateway runs here.
+fn accepted_cell(a: Option<&DeviceSeen>) -> AnyView {
+    match a {
+        None => text(String::new()),
+        Some(a) => {
+            let last = a
+                .last_accepted_ms
+                .map(|ms| format_time(ms.max(0) as u64))
+                .unwrap_or_default();
+            view! {
+                <span data-accepted=a.accepted.to_string()>
+                    {a.accepted.to_string()}
+                    <br/><small class="muted">{last}</small>
+                </span>
+            }
+            .into_any()
+        }
+    }
+}
+
+/// Refused messages by reason, e.g. "replay 3 · bad signature 1".
+fn refused_cell(lang: Lang, a: Option<&DeviceSeen>) -> AnyView {
+    match a {
+        Some(a) if !a.rejected.is_empty() => {
+            let n: u64 = a.rejected.iter().map(|(_, n)| n).sum();
+            let codes = a
+                .rejected
+                .iter()
+                .map(|(c, _)| c.as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
+            view! {
+                <span data-refused=n.to_string() data-reasons=codes>
+                    <Badge tone=Tone::Bad label=n.to_string()/>" "
+                    <small>{reasons_text(lang, &a.rejected)}</small>
+                </span>
+            }
+            .into_any()
+        }
+        _ => text(String::new()),
+    }
+}
+
+fn reasons_text(lang: Lang, rejected: &[(String, u64)]) -> String {
+    rejected
+        .iter()
+        .map(|(code, n)| format!("{} {n}", reject_label(lang, code)))
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
+/// The gateway's reason codes in words; an unknown code shows as itself.
+fn reject_label(lang: Lang, code: &str) -> String {
+    let key = match code {
+        "oversized" => "iot.reject.oversized",
+        "malformed" => "iot.reject.malformed",
+        "unknown_device" => "iot.reject.unknown_device",
+        "revoked_device" => "iot.reject.revoked_device",
+        "wrong_topic" => "iot.reject.wrong_topic",
+        "wrong_kind" => "iot.reject.wrong_kind",
+        "bad_signature" => "iot.reject.bad_signature",
+        "replay" => "iot.reject.replay",
+        "clock_skew" => "iot.reject.clock_skew",
+        other => return other.to_string(),
+    };
+    tr(lang, key).to_string()
+}
+
 async fn devices(v: Viewer, Query(f): Query<Flash>) -> Response {
     devices_page(
         &v,
@@ -681,11 +749,14 @@ async fn devices_page(
     };
     let is_admin = user.has_role(ROLE_ORG_ADMIN);
     let csrf = v.csrf.clone();
+    let seen = v.state.devices_seen.get().map(|g| g.devices_seen());
+    let lang = v.lang;
     let rows: Vec<Vec<AnyView>> = devices
         .iter()
         .map(|d| {
             let s = |k: &str| d.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
             let active = s("status") == "active";
+            let activity = seen.as_ref().map(|m| m.get(&s("did")).cloned().unwrap_or_default());
             let revoke = (is_admin && active && s("org") == user.org).then(|| {
                 view! {
                     <form method="post" action="/admin/devices/revoke" class="inline">
@@ -706,10 +777,29 @@ async fn devices_page(
                 } else {
                     view! { <Badge tone=Tone::Bad label=t("status.revoked")/> }.into_any()
                 },
+                accepted_cell(activity.as_ref()),
+                refused_cell(lang, activity.as_ref()),
                 view! { <span>{revoke}</span> }.into_any(),
             ]
         })
         .collect();
+    // Messages naming no registered device cannot be shown on a row: they get a line.
+    let gateway_note = match &seen {
+        None => view! { <p class="muted" data-gateway="elsewhere">{t("admin.gateway_elsewhere")}</p> }.into_any(),
+        Some(m) => match m.get("-").filter(|a| !a.rejected.is_empty()) {
+            Some(a) => {
+                let n: u64 = a.rejected.iter().map(|(_, n)| n).sum();
+                view! {
+                    <p data-gateway="unregistered">
+                        {t("admin.unregistered_refused")}": "<strong>{n.to_string()}</strong>" "
+                        <span class="muted">{reasons_text(lang, &a.rejected)}</span>
+                    </p>
+                }
+                .into_any()
+            }
+            None => ().into_any(),
+        },
+    };
     v.page_with_status(status, v.tr("admin.devices"), move || {
         let add = is_admin.then(|| {
             let kinds = [("sensor", "admin.device_sensor"), ("scanner", "admin.device_scanner")]
@@ -749,8 +839,9 @@ async fn devices_page(
             {subnav("/admin/devices")}
             {done.map(|f| view! { <Notice tone=Tone::Ok message=t(f)/> })}
             <p class="muted">{t("admin.devices_later")}</p>
+            {gateway_note}
             <Table
-                cols=vec![Col::new("admin.device_id"), Col::new("admin.name"), Col::new("explorer.organisation"), Col::new("admin.device_kind"), Col::new("admin.device_binding"), Col::new("admin.status"), Col::new("admin.action")]
+                cols=vec![Col::new("admin.device_id"), Col::new("admin.name"), Col::new("explorer.organisation"), Col::new("admin.device_kind"), Col::new("admin.device_binding"), Col::new("admin.status"), Col::new("admin.device_accepted").numeric(), Col::new("admin.device_refused"), Col::new("admin.action")]
                 rows=rows
             />
             {add}

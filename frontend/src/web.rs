@@ -34,6 +34,23 @@ pub struct WebState {
     pub nav: Arc<Vec<NavItem>>,
     /// Mark cookies `Secure` (the site is served over HTTPS, directly or behind a proxy).
     pub secure_cookies: bool,
+    /// The IoT gateway running in this process, once started (the device page shows what it
+    /// has seen of each device). Unset when devices report to a gateway elsewhere.
+    pub devices_seen: std::sync::OnceLock<Arc<dyn DeviceTelemetry>>,
+}
+
+/// What a gateway has seen of each device since it started; the key `-` gathers messages that
+/// named no registered device.
+pub trait DeviceTelemetry: Send + Sync {
+    fn devices_seen(&self) -> std::collections::BTreeMap<String, DeviceSeen>;
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeviceSeen {
+    pub accepted: u64,
+    pub last_accepted_ms: Option<i64>,
+    /// Refusals by stable reason code (`bad_signature`, `replay`, …).
+    pub rejected: Vec<(String, u64)>,
 }
 
 pub type Shared = Arc<WebState>;

@@ -18,12 +18,13 @@ use parking_lot::Mutex;
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    PaginatorTrait, QuerySelect, TransactionTrait,
 };
 use serde_json::{Value, json};
 
 use crate::batch::{Batch, ReadingProof};
 use crate::contract::{self, Binding, Device};
+use crate::metrics::GatewayMetrics;
 use crate::payload::{Message, Reject};
 use crate::store::{self, iot_batch, iot_reading};
 use crate::verify::{DeviceInfo, Incoming, Verifier};
@@ -255,9 +256,21 @@ impl Default for GatewayConfig {
 pub struct Gateway {
     db: DatabaseConnection,
     chain: Arc<dyn Chain>,
+    sig: SigAlg,
     hash: HashAlg,
     cfg: GatewayConfig,
     verifier: Mutex<Verifier>,
+    metrics: GatewayMetrics,
+}
+
+/// What the gateway has seen of one device since it started (the device page shows it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceActivity {
+    pub accepted: u64,
+    /// Gateway time of the last accepted message.
+    pub last_accepted_ms: Option<i64>,
+    /// Refusals by reason code.
+    pub rejected: BTreeMap<&'static str, u64>,
 }
 
 impl Gateway {
@@ -285,12 +298,32 @@ impl Gateway {
                 verifier.set_last_seq(&device, s.max(0) as u64);
             }
         }
+        let metrics = GatewayMetrics::default();
+        let unbatched = iot_reading::Entity::find()
+            .filter(iot_reading::Column::BatchId.is_null())
+            .count(&db)
+            .await
+            .map_err(|e| e.to_string())?;
+        let in_pending: Option<i64> = iot_batch::Entity::find()
+            .select_only()
+            .column_as(iot_batch::Column::Count.sum(), "n")
+            .filter(iot_batch::Column::Status.eq("pending"))
+            .into_tuple()
+            .one(&db)
+            .await
+            .map_err(|e| e.to_string())?
+            .flatten();
+        metrics
+            .outbox
+            .set(unbatched as i64 + in_pending.unwrap_or(0));
         let g = Self {
             db,
             chain,
+            sig,
             hash,
             cfg,
             verifier: Mutex::new(verifier),
+            metrics,
         };
         // A node that cannot be reached now does not stop the gateway: the registry is loaded
         // on the next refresh; until then messages from unknown devices wait on the broker.
@@ -317,13 +350,43 @@ impl Gateway {
         self.verifier.lock().rejected().clone()
     }
 
+    pub fn metrics(&self) -> &GatewayMetrics {
+        &self.metrics
+    }
+
+    /// Per device (`-`: messages naming no registered device), what arrived since the start.
+    pub fn activity(&self) -> BTreeMap<String, DeviceActivity> {
+        let v = self.verifier.lock();
+        let mut out: BTreeMap<String, DeviceActivity> = BTreeMap::new();
+        for ((device, reason), n) in v.rejected() {
+            *out.entry(device.clone())
+                .or_default()
+                .rejected
+                .entry(reason.code())
+                .or_insert(0) += n;
+        }
+        for (device, (n, last)) in v.accepted_all() {
+            let a = out.entry(device.clone()).or_default();
+            a.accepted = *n;
+            a.last_accepted_ms = Some(*last);
+        }
+        out
+    }
+
     /// Verifies messages and stores the accepted ones; returns when they are durable (then the
     /// broker may be acknowledged). One result per message, in order.
     pub async fn ingest(&self, msgs: &[Incoming]) -> Result<Vec<Result<(), Reject>>, DbErr> {
         let checked = self.verifier.lock().check(msgs);
+        let redelivered = self.redeliveries(msgs, &checked).await?;
         let mut rows = Vec::new();
         let mut out = Vec::with_capacity(checked.len());
-        for (m, r) in msgs.iter().zip(checked) {
+        for (i, (m, r)) in msgs.iter().zip(checked).enumerate() {
+            if let Some(device) = redelivered.get(&i) {
+                // Stored before; the broker resent it because its acknowledgement was lost.
+                self.verifier.lock().forgive_replay(device);
+                out.push(Ok(()));
+                continue;
+            }
             match r {
                 Ok(a) => {
                     let binding = a
@@ -364,14 +427,18 @@ impl Gateway {
                         org: Set(a.org.clone()),
                         envelope: Set(String::from_utf8_lossy(&a.envelope).into_owned()),
                         batch_id: Set(None),
-                        leaf: Set(None),
                         ..Default::default()
                     });
+                    self.metrics.accept(channel);
                     out.push(Ok(()));
                 }
-                Err(e) => out.push(Err(e)),
+                Err(e) => {
+                    self.metrics.reject(e.code());
+                    out.push(Err(e));
+                }
             }
         }
+        let stored = rows.len() as i64;
         for chunk in rows.chunks(1_000) {
             iot_reading::Entity::insert_many(chunk.to_vec())
                 .on_conflict(
@@ -382,7 +449,50 @@ impl Gateway {
                 .exec_without_returning(&self.db)
                 .await?;
         }
+        // A redelivered message is counted again here but stored once; the gauge is reset from
+        // the store at the next start.
+        self.metrics.outbox.inc_by(stored);
         Ok(out)
+    }
+
+    /// Which messages refused as replays are exact copies of stored ones (by position, with
+    /// their device): redeliveries after a crash or reconnect, not attacks.
+    async fn redeliveries(
+        &self,
+        msgs: &[Incoming],
+        checked: &[Result<crate::verify::Accepted, Reject>],
+    ) -> Result<BTreeMap<usize, String>, DbErr> {
+        let mut keys: BTreeMap<String, (usize, String)> = BTreeMap::new();
+        for (i, r) in checked.iter().enumerate() {
+            if !matches!(r, Err(Reject::Replay)) {
+                continue;
+            }
+            let Some((_, _, channel)) = crate::payload::parse_topic(&msgs[i].topic) else {
+                continue;
+            };
+            if let Ok(s) = crate::payload::parse(&msgs[i].payload, channel, self.sig) {
+                let device = s.message.device().to_string();
+                keys.insert(format!("{device}#{}", s.message.seq()), (i, device));
+            }
+        }
+        if keys.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let stored: Vec<(String, String)> = iot_reading::Entity::find()
+            .select_only()
+            .column(iot_reading::Column::ReadingKey)
+            .column(iot_reading::Column::Envelope)
+            .filter(iot_reading::Column::ReadingKey.is_in(keys.keys().cloned()))
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(stored
+            .into_iter()
+            .filter_map(|(key, envelope)| {
+                let (i, device) = keys.get(&key)?;
+                (envelope.as_bytes() == msgs[*i].payload.as_slice()).then(|| (*i, device.clone()))
+            })
+            .collect())
     }
 
     /// Closes a batch from the oldest unbatched messages, when there are enough of them or the
@@ -425,38 +535,55 @@ impl Gateway {
             tx_id: Set(None),
             height: Set(None),
             created_ms: Set(now_ms() as i64),
+            anchored_ms: Set(None),
         })
         .exec_without_returning(&txn)
         .await?;
-        for (leaf, r) in rows.iter().enumerate() {
-            iot_reading::Entity::update_many()
-                .col_expr(iot_reading::Column::BatchId, Expr::value(id.clone()))
-                .col_expr(iot_reading::Column::Leaf, Expr::value(leaf as i32))
-                .filter(iot_reading::Column::Id.eq(r.id))
-                .exec(&txn)
-                .await?;
-        }
+        // The batch is the oldest unbatched rows up to the last one taken; a message's leaf is
+        // its position by arrival (`id`) within the batch.
+        let last_id = rows.last().map_or(first.id, |r| r.id);
+        iot_reading::Entity::update_many()
+            .col_expr(iot_reading::Column::BatchId, Expr::value(id.clone()))
+            .filter(iot_reading::Column::BatchId.is_null())
+            .filter(iot_reading::Column::Id.lte(last_id))
+            .exec(&txn)
+            .await?;
         txn.commit().await?;
         Ok(Some(id))
     }
 
-    async fn batch(&self, id: &str) -> Result<Batch, DbErr> {
-        let rows = iot_reading::Entity::find()
+    /// A batch's messages in leaf order.
+    async fn batch_rows(&self, id: &str) -> Result<Vec<iot_reading::Model>, DbErr> {
+        iot_reading::Entity::find()
             .filter(iot_reading::Column::BatchId.eq(id))
-            .order_by_asc(iot_reading::Column::Leaf)
+            .order_by_asc(iot_reading::Column::Id)
             .all(&self.db)
-            .await?;
-        Ok(Batch {
+            .await
+    }
+
+    fn batch_of(id: &str, rows: &[iot_reading::Model]) -> Batch {
+        Batch {
             id: id.to_string(),
             first_ms: rows.iter().map(|r| r.time_ms).min().unwrap_or(0),
             last_ms: rows.iter().map(|r| r.time_ms).max().unwrap_or(0),
-            envelopes: rows.into_iter().map(|r| r.envelope.into_bytes()).collect(),
-        })
+            envelopes: rows
+                .iter()
+                .map(|r| r.envelope.clone().into_bytes())
+                .collect(),
+        }
     }
 
     /// Anchors every pending batch, oldest first; returns how many got anchored. A batch the
     /// node cannot take now (unreachable, pool full) stays pending for the next round.
     pub async fn anchor_pending(&self) -> Result<usize, String> {
+        let r = self.anchor_pending_inner().await;
+        if r.is_err() {
+            self.metrics.anchor_failures.inc();
+        }
+        r
+    }
+
+    async fn anchor_pending_inner(&self) -> Result<usize, String> {
         let pending = iot_batch::Entity::find()
             .filter(iot_batch::Column::Status.eq("pending"))
             .order_by_asc(iot_batch::Column::CreatedMs)
@@ -465,7 +592,8 @@ impl Gateway {
             .map_err(|e| e.to_string())?;
         let mut done = 0;
         for b in pending {
-            let batch = self.batch(&b.id).await.map_err(|e| e.to_string())?;
+            let rows = self.batch_rows(&b.id).await.map_err(|e| e.to_string())?;
+            let batch = Self::batch_of(&b.id, &rows);
             let c = self
                 .chain
                 .call(
@@ -478,10 +606,12 @@ impl Gateway {
             if !(c.code.is_empty() || c.code == "batch_exists") {
                 return Err(format!("anchoring {}: {}: {}", b.id, c.code, c.message));
             }
-            self.report_lots(&b.id).await?;
-            self.capture_scans(&b.id).await?;
+            let anchored_ms = now_ms() as i64;
+            self.report_lots(&rows).await?;
+            self.capture_scans(&b.id, &rows).await?;
             let mut m: iot_batch::ActiveModel = b.into();
             m.status = Set("anchored".into());
+            m.anchored_ms = Set(Some(anchored_ms));
             if c.code.is_empty() {
                 m.tx_id = Set(Some(c.tx_id));
                 m.height = Set(Some(c.height as i64));
@@ -490,22 +620,23 @@ impl Gateway {
                 .exec(&self.db)
                 .await
                 .map_err(|e| e.to_string())?;
+            self.metrics.batches_anchored.inc();
+            self.metrics.messages_anchored.inc_by(rows.len() as u64);
+            self.metrics.outbox.dec_by(rows.len() as i64);
+            for r in &rows {
+                self.metrics
+                    .arrival_to_anchor_seconds
+                    .observe((anchored_ms - r.received_ms).max(0) as f64 / 1000.0);
+            }
             done += 1;
         }
         Ok(done)
     }
 
     /// Readings of devices bound to a lot go to the lot's cold-chain rule (`trace.sensor_report`).
-    async fn report_lots(&self, batch_id: &str) -> Result<(), String> {
-        let rows = iot_reading::Entity::find()
-            .filter(iot_reading::Column::BatchId.eq(batch_id))
-            .filter(iot_reading::Column::Channel.eq("readings"))
-            .order_by_asc(iot_reading::Column::Leaf)
-            .all(&self.db)
-            .await
-            .map_err(|e| e.to_string())?;
+    async fn report_lots(&self, rows: &[iot_reading::Model]) -> Result<(), String> {
         let mut by_lot: BTreeMap<(String, String, String), Vec<Value>> = BTreeMap::new();
-        for r in rows {
+        for r in rows.iter().filter(|r| r.channel == "readings") {
             let Some(Binding::Lot { gtin, lot }) = r
                 .binding
                 .as_deref()
@@ -531,7 +662,7 @@ impl Gateway {
                 _ => continue,
             };
             by_lot
-                .entry((gtin, lot, r.device))
+                .entry((gtin, lot, r.device.clone()))
                 .or_default()
                 .push(reading);
         }
@@ -551,18 +682,16 @@ impl Gateway {
 
     /// Scans become EPCIS 2.0 ObjectEvents (action OBSERVE at the scanner's read point),
     /// captured on chain by the gateway (`trace.capture`).
-    async fn capture_scans(&self, batch_id: &str) -> Result<(), String> {
-        let rows = iot_reading::Entity::find()
-            .filter(iot_reading::Column::BatchId.eq(batch_id))
-            .filter(iot_reading::Column::Channel.eq("scans"))
-            .order_by_asc(iot_reading::Column::Leaf)
-            .all(&self.db)
-            .await
-            .map_err(|e| e.to_string())?;
-        if rows.is_empty() {
+    async fn capture_scans(
+        &self,
+        batch_id: &str,
+        rows: &[iot_reading::Model],
+    ) -> Result<(), String> {
+        let scans: Vec<&iot_reading::Model> = rows.iter().filter(|r| r.channel == "scans").collect();
+        if scans.is_empty() {
             return Ok(());
         }
-        let events: Vec<String> = rows
+        let events: Vec<String> = scans
             .iter()
             .filter_map(|r| {
                 let uri = r.uri.as_deref()?;
@@ -613,11 +742,14 @@ impl Gateway {
         else {
             return Ok(None);
         };
-        let (Some(batch_id), Some(leaf)) = (r.batch_id, r.leaf) else {
+        let Some(batch_id) = r.batch_id else {
             return Ok(None);
         };
-        let batch = self.batch(&batch_id).await?;
-        Ok(batch.proof(self.hash, leaf.max(0) as usize))
+        let rows = self.batch_rows(&batch_id).await?;
+        let Some(leaf) = rows.iter().position(|m| m.id == r.id) else {
+            return Ok(None);
+        };
+        Ok(Self::batch_of(&batch_id, &rows).proof(self.hash, leaf))
     }
 
     /// Batches by status, for the device page and metrics.

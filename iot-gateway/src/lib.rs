@@ -1,12 +1,14 @@
 //! Trellis IoT gateway: devices registered on chain (`contract`), their signed messages
 //! (`payload`, docs/spec/iot.md), the batch verification of what arrives over MQTT (`verify`)
-//! and the batches whose Merkle roots are anchored, with a proof per reading (`batch`). MQTT
-//! ingestion, the durable outbox, the anchoring loop and the simulator build on these (issue 6,
-//! in progress).
+//! and the batches whose Merkle roots are anchored, with a proof per reading (`batch`); the
+//! pipeline over them (`gateway`: durable outbox, batching, anchoring, lot reports, scan
+//! events), MQTT ingestion and the embedded broker (`mqtt`), metrics (`metrics`) and the
+//! device simulator (`sim`).
 
 pub mod batch;
 pub mod contract;
 pub mod gateway;
+pub mod metrics;
 pub mod mqtt;
 pub mod payload;
 pub mod sim;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chain_core::node::now_ms;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::gateway::Gateway;
 use crate::verify::Incoming;
@@ -31,7 +31,7 @@ pub async fn start_embedded_broker(listen: SocketAddr) -> Result<(), String> {
             connections: rumqttd::ConnectionSettings {
                 connection_timeout_ms: 60_000,
                 max_payload_size: 16 * 1024,
-                max_inflight_count: 500,
+                max_inflight_count: 1_000,
                 auth: None,
                 external_auth: None,
                 dynamic_filters: true,
@@ -71,12 +71,90 @@ pub async fn start_embedded_broker(listen: SocketAddr) -> Result<(), String> {
     ))
 }
 
+/// A received message, the connection that must acknowledge it and which connection (counted
+/// from 1 per reconnect) delivered it.
+struct Received {
+    publish: Publish,
+    client: AsyncClient,
+    connection: u64,
+}
+
 /// Subscribes to the device topics on `host:port` and feeds the gateway until `stop`.
+///
+/// One session, so each device's messages arrive in the order it published them (the counter
+/// check depends on it; several sessions in a shared subscription would interleave them).
+/// Brokers cap the QoS 1 messages a session may leave unacknowledged (rumqttd: 100;
+/// Mosquitto: `max_inflight_messages`, 20 unless configured), so the rate is that window over
+/// the time to acknowledge: receiving and storing overlap — the session hands messages to one
+/// ingesting task, which takes whatever has arrived (up to 2,000), verifies and stores it,
+/// then acknowledges it.
 pub async fn run_subscriber(
     gateway: Arc<Gateway>,
     host: String,
     port: u16,
     client_id: String,
+    stop: watch::Receiver<bool>,
+) {
+    let (tx, mut rx) = mpsc::channel::<Received>(20_000);
+    tokio::spawn(receive(host, port, client_id, tx, stop.clone()));
+    let mut stop = stop;
+    // After a failed store, what the same connection delivered next is dropped unacknowledged
+    // too: the broker redelivers it all, in order, on the next connection.
+    let mut dropped_connection = 0u64;
+    loop {
+        let first = tokio::select! {
+            m = rx.recv() => match m {
+                Some(m) => m,
+                None => return,
+            },
+            _ = stop.changed() => return,
+        };
+        let mut batch = vec![first];
+        while batch.len() < 2_000 {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        batch.retain(|m| m.connection > dropped_connection);
+        if batch.is_empty() {
+            continue;
+        }
+        let now = now_ms() as i64;
+        let msgs: Vec<Incoming> = batch
+            .iter()
+            .map(|m| Incoming {
+                topic: m.publish.topic.clone(),
+                payload: m.publish.payload.to_vec(),
+                received_ms: now,
+            })
+            .collect();
+        match gateway.ingest(&msgs).await {
+            Ok(_) => {
+                // Stored (or refused for good): now the broker may forget them.
+                for m in &batch {
+                    if let Err(e) = m.client.ack(&m.publish).await {
+                        tracing::warn!("acknowledging: {e}");
+                    }
+                }
+            }
+            Err(e) => {
+                // Not stored: no acknowledgement; the broker redelivers after a reconnect.
+                tracing::error!("storing device messages: {e}");
+                dropped_connection = batch.iter().map(|m| m.connection).max().unwrap_or(0);
+                let _ = batch[0].client.disconnect().await;
+            }
+        }
+    }
+}
+
+/// The MQTT session: subscribes and hands every received message over, reconnecting after
+/// errors.
+async fn receive(
+    host: String,
+    port: u16,
+    client_id: String,
+    out: mpsc::Sender<Received>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut opts = MqttOptions::new(client_id, host, port);
@@ -86,17 +164,13 @@ pub async fn run_subscriber(
     opts.set_clean_session(false);
     opts.set_max_packet_size(64 * 1024, 64 * 1024);
     let (client, mut events) = AsyncClient::new(opts, 10_000);
-    let mut pending: Vec<Publish> = Vec::new();
-    // Messages wait at most this long to be verified together with the ones after them.
-    const GATHER: Duration = Duration::from_millis(10);
-    let mut deadline: Option<tokio::time::Instant> = None;
     let mut subscribed = false;
+    let mut connection = 0u64;
     loop {
-        let wake =
-            deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             ev = events.poll() => match ev {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    connection += 1;
                     for t in TOPICS {
                         if let Err(e) = client.subscribe(t, QoS::AtLeastOnce).await {
                             tracing::error!("subscribing to {t}: {e}");
@@ -105,54 +179,18 @@ pub async fn run_subscriber(
                     subscribed = true;
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if pending.is_empty() {
-                        deadline = Some(tokio::time::Instant::now() + GATHER);
-                    }
-                    pending.push(p);
-                    if pending.len() < 2_000
-                        && deadline.is_some_and(|d| tokio::time::Instant::now() < d)
-                    {
-                        continue;
+                    let m = Received { publish: p, client: client.clone(), connection };
+                    if out.send(m).await.is_err() {
+                        return;
                     }
                 }
-                Ok(_) => continue,
+                Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(subscribed, "MQTT connection: {e}; reconnecting");
                     tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
                 }
             },
-            _ = tokio::time::sleep_until(wake), if deadline.is_some() => {}
             _ = stop.changed() => return,
-        }
-        if pending.is_empty() {
-            continue;
-        }
-        deadline = None;
-        let batch = std::mem::take(&mut pending);
-        let now = now_ms() as i64;
-        let msgs: Vec<Incoming> = batch
-            .iter()
-            .map(|p| Incoming {
-                topic: p.topic.clone(),
-                payload: p.payload.to_vec(),
-                received_ms: now,
-            })
-            .collect();
-        match gateway.ingest(&msgs).await {
-            Ok(_) => {
-                // Stored (or refused for good): now the broker may forget them.
-                for p in &batch {
-                    if let Err(e) = client.ack(p).await {
-                        tracing::warn!("acknowledging: {e}");
-                    }
-                }
-            }
-            Err(e) => {
-                // Not stored: no acknowledgement, the broker redelivers after a reconnect.
-                tracing::error!("storing device messages: {e}");
-                let _ = client.disconnect().await;
-            }
         }
     }
 }

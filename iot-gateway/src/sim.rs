@@ -182,3 +182,61 @@ pub async fn publish(cfg: &SimConfig) -> Result<SimReport, String> {
     pump.abort();
     Ok(report)
 }
+
+/// The demo's live sensor: registered once (bound to `binding`), then publishing a signed
+/// temperature reading every `every` until `stop`, following a slow daily-like curve inside
+/// the cold-chain range, so the lot's chart grows while one watches.
+pub async fn run_demo_sensor(
+    chain: &dyn Chain,
+    alg: SigAlg,
+    org: &str,
+    binding: Binding,
+    mqtt: (String, u16),
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), String> {
+    let key = SigningKey::from_label(alg, &format!("demo-sensor-{org}"));
+    let did = key.public_key().did();
+    let known = chain.devices().await?.into_iter().any(|d| d.did == did);
+    if !known {
+        let args = json!({"public_key": key.public_key().to_text(), "name": "Truck 7 probe (live demo)",
+            "kind": "sensor", "binding": serde_json::to_value(&binding).map_err(|e| e.to_string())?});
+        let c = chain.call(contract::NAME, "register_device", &args).await?;
+        if !c.code.is_empty() && c.code != "device_exists" {
+            return Err(format!("registering the demo sensor: {}: {}", c.code, c.message));
+        }
+    }
+    let mut opts = MqttOptions::new(format!("trellis-demo-sensor-{org}"), mqtt.0, mqtt.1);
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (client, mut events) = AsyncClient::new(opts, 100);
+    let pump = tokio::spawn(async move {
+        loop {
+            if events.poll().await.is_err() {
+                // The broker is away: retry without spinning.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    });
+    let topic = format!("trellis/{org}/devices/{did}/readings");
+    loop {
+        let now = now_ms();
+        // Counters from the clock keep increasing across restarts.
+        let phase = (now % 600_000) as f64 / 600_000.0 * std::f64::consts::TAU;
+        let celsius = ((4.2 + 0.8 * phase.sin()) * 10.0).round() / 10.0;
+        let payload = json!({"device": did, "seq": now, "time": time_text(now as i64),
+            "type": "gs1:Temperature", "uom": "CEL", "value": celsius});
+        if let Err(e) = client
+            .publish(topic.clone(), QoS::AtLeastOnce, false, sign_envelope(&key, &payload))
+            .await
+        {
+            tracing::warn!("demo sensor: {e}");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => break,
+        }
+    }
+    let _ = client.disconnect().await;
+    pump.abort();
+    Ok(())
+}

@@ -35,9 +35,9 @@ pub mod entities {
             pub org: String,
             /// The envelope exactly as received (the batch leaf).
             pub envelope: String,
+            /// Set when the message's batch closes; its leaf is its position by `id` there.
             #[sea_orm(indexed)]
             pub batch_id: Option<String>,
-            pub leaf: Option<i32>,
         }
         #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
         pub enum Relation {}
@@ -62,6 +62,8 @@ pub mod entities {
             pub tx_id: Option<String>,
             pub height: Option<i64>,
             pub created_ms: i64,
+            /// Gateway time when its anchoring transaction was seen committed.
+            pub anchored_ms: Option<i64>,
         }
         #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
         pub enum Relation {}
@@ -79,7 +81,7 @@ mod migrations {
     #[async_trait::async_trait]
     impl MigratorTrait for Migrator {
         fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-            vec![Box::new(M0001Gateway)]
+            vec![Box::new(M0001Gateway), Box::new(M0002AnchoredAt)]
         }
         fn migration_table_name() -> DynIden {
             Alias::new("iot_migrations").into_iden()
@@ -88,6 +90,30 @@ mod migrations {
 
     #[derive(DeriveMigrationName)]
     struct M0001Gateway;
+
+    /// Stores created before anchoring times were kept get the column (newer ones have it
+    /// from the entity already).
+    #[derive(DeriveMigrationName)]
+    struct M0002AnchoredAt;
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for M0002AnchoredAt {
+        async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+            if !m.has_column("iot_batch", "anchored_ms").await? {
+                m.alter_table(
+                    Table::alter()
+                        .table(Alias::new("iot_batch"))
+                        .add_column(ColumnDef::new(Alias::new("anchored_ms")).big_integer().null())
+                        .to_owned(),
+                )
+                .await?;
+            }
+            Ok(())
+        }
+        async fn down(&self, _m: &SchemaManager) -> Result<(), DbErr> {
+            Ok(())
+        }
+    }
 
     #[async_trait::async_trait]
     impl MigrationTrait for M0001Gateway {
@@ -119,6 +145,27 @@ mod migrations {
             Ok(())
         }
     }
+}
+
+/// Opens (creating if needed) the gateway's SQLite store at `path`: WAL with full fsync, since
+/// a message is acknowledged to the broker as soon as its insert commits.
+pub async fn open(path: &std::path::Path) -> Result<DatabaseConnection, DbErr> {
+    use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+    let mut opts = sea_orm::ConnectOptions::new(format!("sqlite://{}?mode=rwc", path.display()));
+    opts.sqlx_logging(false)
+        .max_connections(4)
+        .min_connections(1)
+        .acquire_timeout(std::time::Duration::from_secs(30))
+        .map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(std::time::Duration::from_secs(30))
+                .create_if_missing(true)
+                .pragma("temp_store", "memory")
+        });
+    let db = sea_orm::Database::connect(opts).await?;
+    migrate(&db).await?;
+    Ok(db)
 }
 
 /// Creates the gateway's tables if needed.

@@ -61,6 +61,8 @@ pub struct Verifier {
     last_seq: HashMap<String, u64>,
     /// (device or "-", reason) → count.
     rejected: BTreeMap<(String, Reject), u64>,
+    /// device → (messages accepted, gateway time of the last one).
+    accepted: HashMap<String, (u64, i64)>,
 }
 
 impl Verifier {
@@ -71,6 +73,7 @@ impl Verifier {
             devices: HashMap::new(),
             last_seq: HashMap::new(),
             rejected: BTreeMap::new(),
+            accepted: HashMap::new(),
         }
     }
 
@@ -91,6 +94,27 @@ impl Verifier {
     /// Rejections so far, by device (`-` when the device is unknown) and reason.
     pub fn rejected(&self) -> &BTreeMap<(String, Reject), u64> {
         &self.rejected
+    }
+
+    /// Every device's accepted messages and the time of its last one.
+    pub fn accepted_all(&self) -> &HashMap<String, (u64, i64)> {
+        &self.accepted
+    }
+
+    /// Messages accepted from `device` since the gateway started, and when the last arrived.
+    pub fn accepted(&self, device: &str) -> Option<(u64, i64)> {
+        self.accepted.get(device).copied()
+    }
+
+    /// Takes back a counted replay that turned out to be a redelivery of a stored message
+    /// (the broker resends what was not acknowledged before a crash or reconnect).
+    pub fn forgive_replay(&mut self, device: &str) {
+        if let Some(n) = self.rejected.get_mut(&(device.to_string(), Reject::Replay)) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.rejected.remove(&(device.to_string(), Reject::Replay));
+            }
+        }
     }
 
     fn reject(&mut self, device: Option<&str>, r: Reject) -> Reject {
@@ -139,6 +163,8 @@ impl Verifier {
                     {
                         Err(self.reject(Some(&device), Reject::Replay))
                     } else {
+                        let seen = self.accepted.entry(device.clone()).or_insert((0, 0));
+                        *seen = (seen.0 + 1, m.received_ms);
                         self.last_seq.insert(device, signed.message.seq());
                         Ok(Accepted {
                             message: signed.message,

@@ -617,3 +617,163 @@ async fn the_simulator_drives_the_gateway_with_good_and_bad_readings() {
     let _ = anchoring.await;
     node.shutdown().await;
 }
+
+/// `trellis gateway` as its own process against the node's API, fed through a broker that
+/// outlives it; returns the child.
+fn spawn_gateway_process(dir: &std::path::Path, node_url: &str, mqtt_port: u16) -> std::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("gateway.log"))
+        .expect("log");
+    std::process::Command::new(crate::web::BIN)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["gateway", "--node", node_url, "--listen", "127.0.0.1:0"])
+        .env("TRELLIS_PASSPHRASE", crate::web::PASS)
+        .env("TRELLIS_MQTT_BROKER", format!("127.0.0.1:{mqtt_port}"))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn trellis gateway")
+}
+
+/// The gateway process is killed (SIGKILL) twice while a sensor publishes, and restarted: the
+/// broker redelivers what was not acknowledged, the store keeps one copy, and every reading the
+/// sensor published ends up anchored on chain exactly once, in batches whose members are each
+/// provable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_mid_stream_anchors_every_reading_exactly_once() {
+    use rumqttc::{AsyncClient, MqttOptions, QoS};
+    let (node, _probe, _revoked) = setup().await;
+    // An unbound sensor: anchoring only.
+    let admin = node.key("swiftcold-admin");
+    let sensor = node.key("kill-test-sensor");
+    node.call_ok(
+        &admin,
+        "iot",
+        "register_device",
+        json!({"public_key": sensor.public_key().to_text(), "name": "Kill test", "kind": "sensor"}),
+    )
+    .await;
+    let gw_dir = tempfile::tempdir().expect("tempdir");
+    chain_core::keystore::Keystore::open(gw_dir.path().join("keystore"))
+        .expect("keystore")
+        .with_kdf(chain_core::keystore::KdfParams::insecure_fast())
+        .save(
+            "swiftcold-gateway",
+            &node.key("swiftcold-gateway"),
+            crate::web::PASS,
+        )
+        .expect("save gateway key");
+    let port = crate::web::free_port();
+    iot_gateway::mqtt::start_embedded_broker(format!("127.0.0.1:{port}").parse().expect("addr"))
+        .await
+        .expect("broker");
+    let mut gateway = spawn_gateway_process(gw_dir.path(), &node.url, port);
+    // Let it connect and subscribe (its persistent session then keeps what arrives).
+    let store_path = gw_dir.path().join("gateway.db");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !store_path.exists() {
+        assert!(std::time::Instant::now() < deadline, "the gateway did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let mut opts = MqttOptions::new("kill-test-sensor", "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (client, mut events) = AsyncClient::new(opts, 1_000);
+    let pump = tokio::spawn(async move {
+        while events.poll().await.is_ok() {}
+    });
+    let did = sensor.public_key().did();
+    let topic = format!("trellis/swiftcold/devices/{did}/readings");
+    const TOTAL: u64 = 1_500;
+    for seq in 1..=TOTAL {
+        let time = chrono::DateTime::from_timestamp_millis(now_ms() as i64)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default();
+        let payload = json!({"device": did, "seq": seq, "time": time, "type": "gs1:Temperature",
+                             "uom": "CEL", "value": 4.0 + (seq % 10) as f64 / 10.0});
+        client
+            .publish(topic.clone(), QoS::AtLeastOnce, false, sign_envelope(&sensor, &payload))
+            .await
+            .expect("publish");
+        if seq % 100 == 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Mid-stream, twice: kill -9, publish on while it is down, restart.
+        if seq == 500 || seq == 1_000 {
+            gateway.kill().expect("kill -9");
+            let _ = gateway.wait();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        if seq == 700 || seq == 1_200 {
+            gateway = spawn_gateway_process(gw_dir.path(), &node.url, port);
+        }
+    }
+
+    // Everything published is anchored, once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let (anchored, batches) = loop {
+        let (_, list) = node
+            .get("/api/v1/state/iot?prefix=batch%2F&limit=1000")
+            .await;
+        let entries = list["entries"].as_array().cloned().unwrap_or_default();
+        let ours: Vec<Value> = entries
+            .into_iter()
+            .filter(|e| e["key"].as_str().is_some_and(|k| k.starts_with("batch/gw-swiftcold-gateway-")))
+            .collect();
+        let anchored: u64 = ours
+            .iter()
+            .filter_map(|e| e["value"]["count"].as_u64())
+            .sum();
+        if anchored >= TOTAL {
+            break (anchored, ours);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "anchored {anchored} of {TOTAL}; gateway log:\n{}",
+            std::fs::read_to_string(gw_dir.path().join("gateway.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(anchored, TOTAL, "no reading anchored twice");
+    // The gateway's store agrees: one row per counter, every one in an anchored batch.
+    let _ = gateway.kill();
+    let _ = gateway.wait();
+    client.disconnect().await.ok();
+    pump.abort();
+    let db = iot_gateway::store::open(&store_path).await.expect("store");
+    use sea_orm::{ConnectionTrait, Statement};
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            format!(
+                "SELECT COUNT(*), COUNT(DISTINCT seq), MIN(seq), MAX(seq), SUM(batch_id IS NULL) \
+                 FROM iot_reading WHERE device = '{did}'"
+            ),
+        ))
+        .await
+        .expect("query")
+        .expect("row");
+    let counts: Vec<i64> = (0..5)
+        .map(|i| row.try_get_by_index::<Option<i64>>(i).expect("count").unwrap_or(0))
+        .collect();
+    assert_eq!(counts, vec![TOTAL as i64, TOTAL as i64, 1, TOTAL as i64, 0]);
+    let pending = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT COUNT(*) FROM iot_batch WHERE status <> 'anchored'".to_string(),
+        ))
+        .await
+        .expect("query")
+        .and_then(|r| r.try_get_by_index::<i64>(0).ok());
+    assert_eq!(pending, Some(0));
+    assert!(
+        batches.len() >= 3,
+        "the stream was anchored over several batches: {}",
+        batches.len()
+    );
+}
