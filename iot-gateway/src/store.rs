@@ -88,13 +88,25 @@ mod migrations {
         }
     }
 
-    #[derive(DeriveMigrationName)]
     struct M0001Gateway;
+
+    // Named explicitly: the derive names a migration after its file (`store`, the name the
+    // first one has always had), which would give both the same name.
+    impl MigrationName for M0001Gateway {
+        fn name(&self) -> &str {
+            "store"
+        }
+    }
 
     /// Stores created before anchoring times were kept get the column (newer ones have it
     /// from the entity already).
-    #[derive(DeriveMigrationName)]
     struct M0002AnchoredAt;
+
+    impl MigrationName for M0002AnchoredAt {
+        fn name(&self) -> &str {
+            "m0002_anchored_at"
+        }
+    }
 
     #[async_trait::async_trait]
     impl MigrationTrait for M0002AnchoredAt {
