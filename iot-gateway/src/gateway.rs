@@ -455,8 +455,8 @@ impl Gateway {
         Ok(out)
     }
 
-    /// Which messages refused as replays are exact copies of stored ones (by position, with
-    /// their device): redeliveries after a crash or reconnect, not attacks.
+    /// Which messages refused as replays are broker resends of stored ones, byte for byte (by
+    /// position, with their device): redeliveries after a crash or reconnect, not attacks.
     async fn redeliveries(
         &self,
         msgs: &[Incoming],
@@ -464,7 +464,9 @@ impl Gateway {
     ) -> Result<BTreeMap<usize, String>, DbErr> {
         let mut keys: BTreeMap<String, (usize, String)> = BTreeMap::new();
         for (i, r) in checked.iter().enumerate() {
-            if !matches!(r, Err(Reject::Replay)) {
+            // Only what the broker flags as a resend: a copy sent again by anyone else is a
+            // replay, even byte for byte.
+            if !(msgs[i].redelivered && matches!(r, Err(Reject::Replay))) {
                 continue;
             }
             let Some((_, _, channel)) = crate::payload::parse_topic(&msgs[i].topic) else {

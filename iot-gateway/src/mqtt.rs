@@ -127,6 +127,7 @@ pub async fn run_subscriber(
                 topic: m.publish.topic.clone(),
                 payload: m.publish.payload.to_vec(),
                 received_ms: now,
+                redelivered: m.publish.dup,
             })
             .collect();
         match gateway.ingest(&msgs).await {

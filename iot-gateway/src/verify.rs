@@ -41,6 +41,8 @@ pub struct Incoming {
     pub payload: Vec<u8>,
     /// The gateway's clock when it arrived (ms).
     pub received_ms: i64,
+    /// The broker marked it as a resend (MQTT DUP) of a message not acknowledged before.
+    pub redelivered: bool,
 }
 
 /// A verified message, ready to be stored and anchored.
@@ -258,6 +260,7 @@ mod tests {
             topic: format!("trellis/swiftcold/devices/{did}/readings"),
             payload: sign_envelope(key, &payload),
             received_ms: NOW,
+            redelivered: false,
         }
     }
 
@@ -292,11 +295,13 @@ mod tests {
                 topic: "trellis/x".into(),
                 payload: vec![],
                 received_ms: NOW,
+                redelivered: false,
             },
             Incoming {
                 topic: format!("trellis/swiftcold/devices/{did}/readings"),
                 payload: b"{".to_vec(),
                 received_ms: NOW,
+                redelivered: false,
             },
             reading(&s1, 6, NOW),
         ];

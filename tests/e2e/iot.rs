@@ -31,6 +31,7 @@ fn reading(key: &SigningKey, org: &str, seq: u64, celsius: f64) -> Incoming {
         topic: format!("trellis/{org}/devices/{did}/readings"),
         payload: sign_envelope(key, &payload),
         received_ms: now_ms() as i64,
+        redelivered: false,
     }
 }
 
@@ -174,6 +175,34 @@ async fn readings_are_verified_stored_anchored_reported_and_proven() {
         2,
         "{rejected:?}"
     );
+    // A stored message again, byte for byte: sent again by anyone, a replay; resent by the
+    // broker (MQTT DUP: its acknowledgement was lost), taken as delivered, stored once.
+    let mut copy = msgs[4].clone();
+    let again = gw.ingest(std::slice::from_ref(&copy)).await.expect("ingest");
+    assert_eq!(again, vec![Err(Reject::Replay)]);
+    copy.redelivered = true;
+    let resent = gw.ingest(std::slice::from_ref(&copy)).await.expect("ingest");
+    assert_eq!(resent, vec![Ok(())]);
+    let replays: u64 = gw
+        .rejected()
+        .iter()
+        .filter(|((_, x), _)| *x == Reject::Replay)
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(replays, 2, "the resend is not counted");
+    let seen = gw.activity();
+    let probe_seen = &seen[&probe.public_key().did()];
+    assert_eq!(probe_seen.accepted, 10);
+    assert_eq!(probe_seen.rejected.get("replay"), Some(&2));
+    let metrics = gw.metrics().render();
+    assert!(
+        metrics.contains("trellis_iot_messages_rejected_total{reason=\"replay\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("trellis_iot_messages_accepted_total{channel=\"readings\"} 10"),
+        "{metrics}"
+    );
 
     // Closed and anchored: the chain holds the batch root, signed by the gateway.
     let batch = gw.close_batch(true).await.expect("close").expect("a batch");
@@ -234,6 +263,7 @@ async fn readings_are_verified_stored_anchored_reported_and_proven() {
             "uri": format!("https://id.example.com/01/{CHEESE}/21/77")}),
         ),
         received_ms: now_ms() as i64,
+        redelivered: false,
     };
     assert!(gw.ingest(&[scan]).await.expect("ingest")[0].is_ok());
     let scan_batch = gw.close_batch(true).await.expect("close").expect("batch");

@@ -548,7 +548,8 @@ async fn traceability_pages_in_a_real_browser() {
         let (client, mut events) = AsyncClient::new(opts, 100);
         let pump = tokio::spawn(async move { while events.poll().await.is_ok() {} });
         let did = probe.public_key().did();
-        for (seq, celsius) in [(1u64, 3.9), (2, 4.2), (3, 9.0), (4, 4.1)] {
+        // The fifth repeats counter 2: a replay, refused and counted.
+        for (seq, celsius) in [(1u64, 3.9), (2, 4.2), (3, 9.0), (4, 4.1), (2, 4.2)] {
             let time = chrono::DateTime::from_timestamp_millis(chain_core::node::now_ms() as i64)
                 .map(|t| t.to_rfc3339())
                 .unwrap_or_default();
@@ -959,7 +960,32 @@ async fn traceability_pages_in_a_real_browser() {
     b.click("form.form button[type='submit']").await;
     b.wait_text("The device is registered on chain.").await;
     b.wait_text("Shelf fridge probe").await;
+    // What the node's gateway has seen of the tank probe: four accepted, one replay refused.
+    let seen = c
+        .execute(
+            "const row = [...document.querySelectorAll('tr')].find(r => r.textContent.includes('Tank probe'));
+             if (!row) return null;
+             const a = row.querySelector('[data-accepted]'), r = row.querySelector('[data-refused]');
+             return [a && a.dataset.accepted, r && r.dataset.refused, r && r.dataset.reasons];",
+            vec![],
+        )
+        .await
+        .expect("device row");
+    assert_eq!(seen, json!(["4", "1", "replay"]), "tank probe on the device page");
     b.shot("admin-devices").await;
+    let metrics = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("trellis_iot_messages_rejected_total{reason=\"replay\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("trellis_iot_outbox_messages"), "{metrics}");
     let device_state = |http: reqwest::Client, did: String| {
         let url = url.clone();
         async move {
