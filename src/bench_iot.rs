@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chain_core::consensus::{ConsensusEngine, SoloConfig, SoloEngine};
-use chain_core::crypto::{Suite, SigningKey};
+use chain_core::crypto::{SigningKey, Suite};
 use chain_core::keystore::Keystore;
 use chain_core::node::{Submitted, now_ms};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
@@ -110,7 +110,9 @@ pub async fn run(a: IotBenchArgs) -> anyhow::Result<()> {
     let node = crate::open_node(&cfg).await?;
     let ks = Keystore::open(cfg.keystore_dir())?;
     let pass = crate::config::passphrase();
-    let validator = ks.load(&cfg.validator_key, &pass).context("validator key")?;
+    let validator = ks
+        .load(&cfg.validator_key, &pass)
+        .context("validator key")?;
     let admin = ks
         .load(&format!("{ORG}-admin"), &pass)
         .context("organisation admin key")?;
@@ -205,7 +207,8 @@ pub async fn run(a: IotBenchArgs) -> anyhow::Result<()> {
         let msgs = msgs.clone();
         let rate = a.rate;
         publishers.push(tokio::spawn(async move {
-            let mut opts = MqttOptions::new(format!("bench-devices-{p}"), "127.0.0.1", broker.port());
+            let mut opts =
+                MqttOptions::new(format!("bench-devices-{p}"), "127.0.0.1", broker.port());
             opts.set_keep_alive(Duration::from_secs(30));
             opts.set_inflight(1_000);
             opts.set_max_packet_size(64 * 1024, 64 * 1024);

@@ -750,31 +750,32 @@ async fn run_gateway(cfg: Config, a: GatewayArgs) -> anyhow::Result<()> {
     });
     let metrics = gw.metrics().clone();
     let health = gw.metrics().clone();
-    let app = axum::Router::new()
-        .route(
-            "/metrics",
-            axum::routing::get(move || {
-                let m = metrics.clone();
-                async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        m.render(),
-                    )
-                }
-            }),
-        )
-        .route(
-            "/healthz",
-            axum::routing::get(move || {
-                let m = health.clone();
-                async move {
-                    axum::Json(serde_json::json!({"status": "ok", "outbox": m.outbox.get()}))
-                }
-            }),
-        );
+    let app =
+        axum::Router::new()
+            .route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let m = metrics.clone();
+                    async move {
+                        (
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
+                            m.render(),
+                        )
+                    }
+                }),
+            )
+            .route(
+                "/healthz",
+                axum::routing::get(move || {
+                    let m = health.clone();
+                    async move {
+                        axum::Json(serde_json::json!({"status": "ok", "outbox": m.outbox.get()}))
+                    }
+                }),
+            );
     let addr = listener.local_addr()?;
     let mut stop_http = stop;
     let server = tokio::spawn(async move {

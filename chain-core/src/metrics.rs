@@ -109,7 +109,9 @@ impl Metrics {
         let mut out = String::new();
         let attached = self.attached.read();
         let ok = encode_registry(&mut out, &self.registry).is_ok()
-            && attached.iter().all(|r| encode_registry(&mut out, r).is_ok())
+            && attached
+                .iter()
+                .all(|r| encode_registry(&mut out, r).is_ok())
             && encode_eof(&mut out).is_ok();
         if !ok {
             out.clear();

@@ -785,7 +785,10 @@ async fn devices_page(
         .collect();
     // Messages naming no registered device cannot be shown on a row: they get a line.
     let gateway_note = match &seen {
-        None => view! { <p class="muted" data-gateway="elsewhere">{t("admin.gateway_elsewhere")}</p> }.into_any(),
+        None => {
+            view! { <p class="muted" data-gateway="elsewhere">{t("admin.gateway_elsewhere")}</p> }
+                .into_any()
+        }
         Some(m) => match m.get("-").filter(|a| !a.rejected.is_empty()) {
             Some(a) => {
                 let n: u64 = a.rejected.iter().map(|(_, n)| n).sum();

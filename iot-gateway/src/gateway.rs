@@ -17,8 +17,8 @@ use chain_core::node::{Node, Submitted, now_ms};
 use parking_lot::Mutex;
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    PaginatorTrait, QuerySelect, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use serde_json::{Value, json};
 
@@ -689,7 +689,8 @@ impl Gateway {
         batch_id: &str,
         rows: &[iot_reading::Model],
     ) -> Result<(), String> {
-        let scans: Vec<&iot_reading::Model> = rows.iter().filter(|r| r.channel == "scans").collect();
+        let scans: Vec<&iot_reading::Model> =
+            rows.iter().filter(|r| r.channel == "scans").collect();
         if scans.is_empty() {
             return Ok(());
         }

@@ -203,7 +203,10 @@ pub async fn run_demo_sensor(
             "kind": "sensor", "binding": serde_json::to_value(&binding).map_err(|e| e.to_string())?});
         let c = chain.call(contract::NAME, "register_device", &args).await?;
         if !c.code.is_empty() && c.code != "device_exists" {
-            return Err(format!("registering the demo sensor: {}: {}", c.code, c.message));
+            return Err(format!(
+                "registering the demo sensor: {}: {}",
+                c.code, c.message
+            ));
         }
     }
     let mut opts = MqttOptions::new(format!("trellis-demo-sensor-{org}"), mqtt.0, mqtt.1);
@@ -226,7 +229,12 @@ pub async fn run_demo_sensor(
         let payload = json!({"device": did, "seq": now, "time": time_text(now as i64),
             "type": "gs1:Temperature", "uom": "CEL", "value": celsius});
         if let Err(e) = client
-            .publish(topic.clone(), QoS::AtLeastOnce, false, sign_envelope(&key, &payload))
+            .publish(
+                topic.clone(),
+                QoS::AtLeastOnce,
+                false,
+                sign_envelope(&key, &payload),
+            )
             .await
         {
             tracing::warn!("demo sensor: {e}");

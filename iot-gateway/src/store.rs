@@ -115,7 +115,11 @@ mod migrations {
                 m.alter_table(
                     Table::alter()
                         .table(Alias::new("iot_batch"))
-                        .add_column(ColumnDef::new(Alias::new("anchored_ms")).big_integer().null())
+                        .add_column(
+                            ColumnDef::new(Alias::new("anchored_ms"))
+                                .big_integer()
+                                .null(),
+                        )
                         .to_owned(),
                 )
                 .await?;

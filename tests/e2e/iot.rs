@@ -178,10 +178,16 @@ async fn readings_are_verified_stored_anchored_reported_and_proven() {
     // A stored message again, byte for byte: sent again by anyone, a replay; resent by the
     // broker (MQTT DUP: its acknowledgement was lost), taken as delivered, stored once.
     let mut copy = msgs[4].clone();
-    let again = gw.ingest(std::slice::from_ref(&copy)).await.expect("ingest");
+    let again = gw
+        .ingest(std::slice::from_ref(&copy))
+        .await
+        .expect("ingest");
     assert_eq!(again, vec![Err(Reject::Replay)]);
     copy.redelivered = true;
-    let resent = gw.ingest(std::slice::from_ref(&copy)).await.expect("ingest");
+    let resent = gw
+        .ingest(std::slice::from_ref(&copy))
+        .await
+        .expect("ingest");
     assert_eq!(resent, vec![Ok(())]);
     let replays: u64 = gw
         .rejected()
@@ -650,7 +656,11 @@ async fn the_simulator_drives_the_gateway_with_good_and_bad_readings() {
 
 /// `trellis gateway` as its own process against the node's API, fed through a broker that
 /// outlives it; returns the child.
-fn spawn_gateway_process(dir: &std::path::Path, node_url: &str, mqtt_port: u16) -> std::process::Child {
+fn spawn_gateway_process(
+    dir: &std::path::Path,
+    node_url: &str,
+    mqtt_port: u16,
+) -> std::process::Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -706,7 +716,10 @@ async fn a_gateway_killed_mid_stream_anchors_every_reading_exactly_once() {
     let store_path = gw_dir.path().join("gateway.db");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !store_path.exists() {
-        assert!(std::time::Instant::now() < deadline, "the gateway did not start");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway did not start"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -714,9 +727,7 @@ async fn a_gateway_killed_mid_stream_anchors_every_reading_exactly_once() {
     let mut opts = MqttOptions::new("kill-test-sensor", "127.0.0.1", port);
     opts.set_keep_alive(Duration::from_secs(30));
     let (client, mut events) = AsyncClient::new(opts, 1_000);
-    let pump = tokio::spawn(async move {
-        while events.poll().await.is_ok() {}
-    });
+    let pump = tokio::spawn(async move { while events.poll().await.is_ok() {} });
     let did = sensor.public_key().did();
     let topic = format!("trellis/swiftcold/devices/{did}/readings");
     const TOTAL: u64 = 1_500;
@@ -728,7 +739,12 @@ async fn a_gateway_killed_mid_stream_anchors_every_reading_exactly_once() {
         let payload = json!({"device": did, "seq": seq, "time": time, "type": "gs1:Temperature",
                              "uom": "CEL", "value": 4.0 + (seq % 10) as f64 / 10.0});
         client
-            .publish(topic.clone(), QoS::AtLeastOnce, false, sign_envelope(&sensor, &payload))
+            .publish(
+                topic.clone(),
+                QoS::AtLeastOnce,
+                false,
+                sign_envelope(&sensor, &payload),
+            )
             .await
             .expect("publish");
         if seq % 50 == 0 {
@@ -755,7 +771,11 @@ async fn a_gateway_killed_mid_stream_anchors_every_reading_exactly_once() {
         let entries = list["entries"].as_array().cloned().unwrap_or_default();
         let ours: Vec<Value> = entries
             .into_iter()
-            .filter(|e| e["key"].as_str().is_some_and(|k| k.starts_with("batch/gw-swiftcold-gateway-")))
+            .filter(|e| {
+                e["key"]
+                    .as_str()
+                    .is_some_and(|k| k.starts_with("batch/gw-swiftcold-gateway-"))
+            })
             .collect();
         let anchored: u64 = ours
             .iter()
@@ -791,7 +811,11 @@ async fn a_gateway_killed_mid_stream_anchors_every_reading_exactly_once() {
         .expect("query")
         .expect("row");
     let counts: Vec<i64> = (0..5)
-        .map(|i| row.try_get_by_index::<Option<i64>>(i).expect("count").unwrap_or(0))
+        .map(|i| {
+            row.try_get_by_index::<Option<i64>>(i)
+                .expect("count")
+                .unwrap_or(0)
+        })
         .collect();
     assert_eq!(counts, vec![TOTAL as i64, TOTAL as i64, 1, TOTAL as i64, 0]);
     let pending = db

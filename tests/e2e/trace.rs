@@ -971,7 +971,11 @@ async fn traceability_pages_in_a_real_browser() {
         )
         .await
         .expect("device row");
-    assert_eq!(seen, json!(["4", "1", "replay"]), "tank probe on the device page");
+    assert_eq!(
+        seen,
+        json!(["4", "1", "replay"]),
+        "tank probe on the device page"
+    );
     b.shot("admin-devices").await;
     let metrics = http
         .get(format!("{url}/metrics"))
