@@ -121,10 +121,15 @@ impl Drop for Generator {
 }
 
 fn rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+    proc_status_mb("self", "VmRSS:")
+}
+
+/// A memory figure (`VmRSS:`, `VmHWM:`…) of process `pid` (or `self`) in MiB; 0 if unreadable.
+pub fn proc_status_mb(pid: &str, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+            s.lines().find(|l| l.starts_with(field)).and_then(|l| {
                 l.split_whitespace()
                     .nth(1)
                     .and_then(|v| v.parse::<f64>().ok())

@@ -88,16 +88,7 @@ async fn register_devices(
 }
 
 fn gateway_rss_peak_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<f64>().ok())
-            })
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+    crate::bench::proc_status_mb(&pid.to_string(), "VmHWM:")
 }
 
 pub async fn run(a: IotBenchArgs) -> anyhow::Result<()> {
