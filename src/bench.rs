@@ -159,6 +159,50 @@ pub fn bench_org(admin: &SigningKey, keys: &[SigningKey]) -> GenesisOrg {
     }
 }
 
+/// A fresh demo chain in a temporary directory with its solo validator running: what the app
+/// benchmarks (`--trace`, `--iot`) stand on.
+pub struct SoloBench {
+    pub dir: tempfile::TempDir,
+    pub cfg: crate::config::Config,
+    pub node: Arc<chain_core::node::Node>,
+    pub stop_tx: tokio::sync::watch::Sender<bool>,
+    pub stop_rx: tokio::sync::watch::Receiver<bool>,
+    pub engine_task: tokio::task::JoinHandle<Result<(), chain_core::node::NodeError>>,
+}
+
+impl SoloBench {
+    pub async fn start(chain_name: &str) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let dir = tempfile::tempdir()?;
+        let cfg = crate::config::Config {
+            data_dir: dir.path().to_path_buf(),
+            ..crate::config::Config::default()
+        };
+        crate::init(&cfg, chain_name, Suite::Ed25519Sha256, false)?;
+        let node = crate::open_node(&cfg).await?;
+        let validator = chain_core::keystore::Keystore::open(cfg.keystore_dir())?
+            .load(&cfg.validator_key, &crate::config::passphrase())
+            .context("validator key")?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let engine = SoloEngine::new(
+            validator,
+            SoloConfig {
+                min_block_interval: Duration::from_millis(cfg.min_block_interval_ms),
+                empty_block_interval: None,
+            },
+        );
+        let engine_task = tokio::spawn(engine.run(node.clone(), stop_rx.clone()));
+        Ok(Self {
+            dir,
+            cfg,
+            node,
+            stop_tx,
+            stop_rx,
+            engine_task,
+        })
+    }
+}
+
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;

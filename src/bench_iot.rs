@@ -16,8 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chain_core::consensus::{ConsensusEngine, SoloConfig, SoloEngine};
-use chain_core::crypto::{SigningKey, Suite};
+use chain_core::crypto::SigningKey;
 use chain_core::keystore::Keystore;
 use chain_core::node::{Submitted, now_ms};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
@@ -25,7 +24,6 @@ use sea_orm::{ConnectionTrait, Statement};
 use serde_json::json;
 
 use crate::bench::percentile;
-use crate::config::Config;
 
 pub struct IotBenchArgs {
     pub quick: bool,
@@ -92,30 +90,17 @@ fn gateway_rss_peak_mb(pid: u32) -> f64 {
 }
 
 pub async fn run(a: IotBenchArgs) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let cfg = Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Config::default()
-    };
-    crate::init(&cfg, "iot-bench", Suite::Ed25519Sha256, false)?;
-    let node = crate::open_node(&cfg).await?;
-    let ks = Keystore::open(cfg.keystore_dir())?;
-    let pass = crate::config::passphrase();
-    let validator = ks
-        .load(&cfg.validator_key, &pass)
-        .context("validator key")?;
-    let admin = ks
-        .load(&format!("{ORG}-admin"), &pass)
+    let crate::bench::SoloBench {
+        dir,
+        cfg,
+        node,
+        stop_tx,
+        stop_rx: _,
+        engine_task,
+    } = crate::bench::SoloBench::start("iot-bench").await?;
+    let admin = Keystore::open(cfg.keystore_dir())?
+        .load(&format!("{ORG}-admin"), &crate::config::passphrase())
         .context("organisation admin key")?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let engine = SoloEngine::new(
-        validator,
-        SoloConfig {
-            min_block_interval: Duration::from_millis(cfg.min_block_interval_ms),
-            empty_block_interval: None,
-        },
-    );
-    let engine_task = tokio::spawn(engine.run(node.clone(), stop_rx.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let api = format!("http://{}", listener.local_addr()?);
     let app = chain_core::api::router(node.clone());

@@ -20,14 +20,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use base64::Engine as _;
-use chain_core::consensus::{ConsensusEngine, SoloConfig, SoloEngine};
-use chain_core::crypto::Suite;
-use chain_core::keystore::Keystore;
 use serde_json::{Value, json};
 use traceability::domain::LotRef;
 
 use crate::bench::percentile;
-use crate::config::Config;
 
 pub struct TraceBenchArgs {
     pub quick: bool,
@@ -183,25 +179,14 @@ impl Capturer {
 }
 
 pub async fn run(a: TraceBenchArgs) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let cfg = Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Config::default()
-    };
-    crate::init(&cfg, "trace-bench", Suite::Ed25519Sha256, false)?;
-    let node = crate::open_node(&cfg).await?;
-    let validator = Keystore::open(cfg.keystore_dir())?
-        .load(&cfg.validator_key, &crate::config::passphrase())
-        .context("validator key")?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let engine = SoloEngine::new(
-        validator,
-        SoloConfig {
-            min_block_interval: Duration::from_millis(cfg.min_block_interval_ms),
-            empty_block_interval: None,
-        },
-    );
-    let engine_task = tokio::spawn(engine.run(node.clone(), stop_rx.clone()));
+    let crate::bench::SoloBench {
+        dir: _dir,
+        cfg,
+        node,
+        stop_tx,
+        stop_rx,
+        engine_task,
+    } = crate::bench::SoloBench::start("trace-bench").await?;
     let (app, web, trace_app) =
         crate::build_web(&cfg, node.clone(), stop_rx.clone(), false).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

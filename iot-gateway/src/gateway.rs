@@ -8,7 +8,7 @@
 //! the chain anchors an id once — so after a crash at any point the same batch is anchored
 //! exactly once and no accepted reading is lost.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +36,8 @@ pub trait Chain: Send + Sync {
     async fn call(&self, contract: &str, method: &str, args: &Value) -> Result<Committed, String>;
     /// Every device registered on chain.
     async fn devices(&self) -> Result<Vec<Device>, String>;
+    /// One device's record, if it is registered.
+    async fn device(&self, did: &str) -> Result<Option<Device>, String>;
 }
 
 /// A committed call: its receipt code is empty on success.
@@ -110,6 +112,13 @@ impl Chain for NodeChain {
             .into_iter()
             .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
             .collect())
+    }
+
+    async fn device(&self, did: &str) -> Result<Option<Device>, String> {
+        self.node
+            .state_json::<Device>(contract::NAME, &contract::device_key(did))
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -217,6 +226,23 @@ impl Chain for HttpChain {
             }
         }
     }
+
+    async fn device(&self, did: &str) -> Result<Option<Device>, String> {
+        // A one-entry listing: a plain read, without the proof a state query would build.
+        let key = contract::device_key(did);
+        let page = self
+            .get(&format!(
+                "/api/v1/state/{}?prefix={}&limit=1",
+                contract::NAME,
+                percent_encode(&key)
+            ))
+            .await?;
+        Ok(page["entries"]
+            .as_array()
+            .and_then(|e| e.first())
+            .filter(|e| e["key"].as_str() == Some(key.as_str()))
+            .and_then(|e| serde_json::from_value::<Device>(e["value"].clone()).ok()))
+    }
 }
 
 fn percent_encode(s: &str) -> String {
@@ -261,7 +287,15 @@ pub struct Gateway {
     cfg: GatewayConfig,
     verifier: Mutex<Verifier>,
     metrics: GatewayMetrics,
+    /// Devices looked up on chain and not found, with when: not asked again for a while.
+    not_registered: Mutex<HashMap<String, std::time::Instant>>,
 }
+
+/// How long a device found unregistered is refused without asking the chain again.
+const NOT_REGISTERED_TTL: Duration = Duration::from_secs(1);
+/// At most this many unknown devices are looked up per ingested batch, so that messages
+/// naming made-up devices cannot turn into a flood of chain reads.
+const LOOKUPS_PER_BATCH: usize = 16;
 
 /// What the gateway has seen of one device since it started (the device page shows it).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -324,6 +358,7 @@ impl Gateway {
             cfg,
             verifier: Mutex::new(verifier),
             metrics,
+            not_registered: Mutex::new(HashMap::new()),
         };
         // A node that cannot be reached now does not stop the gateway: the registry is loaded
         // on the next refresh; until then messages from unknown devices wait on the broker.
@@ -343,6 +378,42 @@ impl Gateway {
             }
         }
         Ok(devices.len())
+    }
+
+    /// A device registered a moment ago may publish before the block-driven registry reload has
+    /// run: its record is read from the chain before its messages are refused, so it does not
+    /// lose its first readings.
+    async fn look_up_unknown(&self, msgs: &[Incoming]) {
+        let unknown = self.verifier.lock().unknown_devices(msgs);
+        if unknown.is_empty() {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let ask: Vec<String> = {
+            let mut not_registered = self.not_registered.lock();
+            not_registered.retain(|_, at| now.duration_since(*at) < NOT_REGISTERED_TTL);
+            unknown
+                .into_iter()
+                .filter(|d| !not_registered.contains_key(d))
+                .take(LOOKUPS_PER_BATCH)
+                .collect()
+        };
+        for did in ask {
+            match self.chain.device(&did).await {
+                Ok(Some(d)) => {
+                    if let Some(info) = DeviceInfo::from_record(&d) {
+                        self.verifier.lock().set_device(&d.did, info);
+                    }
+                }
+                Ok(None) => {
+                    self.not_registered.lock().insert(did, now);
+                }
+                Err(e) => {
+                    tracing::warn!("looking up device {did}: {e}");
+                    return;
+                }
+            }
+        }
     }
 
     /// Rejections so far, by device and reason.
@@ -376,6 +447,7 @@ impl Gateway {
     /// Verifies messages and stores the accepted ones; returns when they are durable (then the
     /// broker may be acknowledged). One result per message, in order.
     pub async fn ingest(&self, msgs: &[Incoming]) -> Result<Vec<Result<(), Reject>>, DbErr> {
+        self.look_up_unknown(msgs).await;
         let checked = self.verifier.lock().check(msgs);
         let redelivered = self.redeliveries(msgs, &checked).await?;
         let mut rows = Vec::new();

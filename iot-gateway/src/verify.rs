@@ -93,6 +93,21 @@ impl Verifier {
         self.last_seq.get(did).copied()
     }
 
+    /// The distinct devices that messages name in their topics but the registry does not hold
+    /// (one may have been registered a moment ago: the gateway looks them up before refusing).
+    pub fn unknown_devices(&self, batch: &[Incoming]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for m in batch {
+            if let Some((_, device, _)) = payload::parse_topic(&m.topic)
+                && !self.devices.contains_key(device)
+                && !out.iter().any(|d| d == device)
+            {
+                out.push(device.to_string());
+            }
+        }
+        out
+    }
+
     /// Rejections so far, by device (`-` when the device is unknown) and reason.
     pub fn rejected(&self) -> &BTreeMap<(String, Reject), u64> {
         &self.rejected
