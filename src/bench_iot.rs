@@ -85,6 +85,26 @@ async fn register_devices(
     Ok(())
 }
 
+/// How the gateway took messages from the broker, from its `/metrics`: the mean messages per
+/// ingested batch and the mean time to verify and store one (what bounds a broker session's
+/// rate: its unacknowledged-message window over that time).
+async fn ingest_figures(metrics_url: &str) -> anyhow::Result<String> {
+    let text = reqwest::get(metrics_url).await?.text().await?;
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let batches = value("trellis_iot_ingest_batch_messages_count");
+    let messages = value("trellis_iot_ingest_batch_messages_sum");
+    let seconds = value("trellis_iot_ingest_seconds_sum");
+    Ok(format!(
+        "ingest_batches={batches:.0} mean_batch={:.1} mean_ingest_ms={:.2}",
+        messages / batches.max(1.0),
+        seconds * 1000.0 / batches.max(1.0)
+    ))
+}
+
 fn gateway_rss_peak_mb(pid: u32) -> f64 {
     crate::bench::proc_status_mb(&pid.to_string(), "VmHWM:")
 }
@@ -122,8 +142,18 @@ pub async fn run(a: IotBenchArgs) -> anyhow::Result<()> {
 
     // The gateway, alone in its process, against this node's API and this broker.
     let exe = std::env::current_exe()?;
+    let gateway_http: std::net::SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?
+    };
     let mut gateway = std::process::Command::new(exe)
-        .args(["gateway", "--node", &api, "--listen", "127.0.0.1:0"])
+        .args([
+            "gateway",
+            "--node",
+            &api,
+            "--listen",
+            &gateway_http.to_string(),
+        ])
         .env("TRELLIS_DATA_DIR", dir.path())
         .env("TRELLIS_MQTT_BROKER", broker.to_string())
         .env("RUST_LOG", "warn")
@@ -275,6 +305,9 @@ pub async fn run(a: IotBenchArgs) -> anyhow::Result<()> {
         .and_then(|r| r.try_get_by_index(0).ok())
         .unwrap_or(0);
 
+    let ingest = ingest_figures(&format!("http://{gateway_http}/metrics"))
+        .await
+        .unwrap_or_default();
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &gateway_pid.to_string()])
         .status();
@@ -283,7 +316,7 @@ pub async fn run(a: IotBenchArgs) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(10), engine_task).await;
 
     println!(
-        "readings={total} offered_per_s={} seconds={:.1} batches={batches} height={} p50_ms={:.0} p99_ms={:.0} max_ms={:.0} gateway_rss_peak_mb={rss_peak:.0}",
+        "readings={total} offered_per_s={} seconds={:.1} batches={batches} height={} p50_ms={:.0} p99_ms={:.0} max_ms={:.0} gateway_rss_peak_mb={rss_peak:.0} {ingest}",
         a.rate,
         (last_anchor - t0) as f64 / 1000.0,
         node.tip().height,

@@ -447,8 +447,37 @@ impl Gateway {
     /// Verifies messages and stores the accepted ones; returns when they are durable (then the
     /// broker may be acknowledged). One result per message, in order.
     pub async fn ingest(&self, msgs: &[Incoming]) -> Result<Vec<Result<(), Reject>>, DbErr> {
+        let started = std::time::Instant::now();
+        let out = self.ingest_timed(msgs).await?;
+        self.metrics
+            .ingest_batch_messages
+            .observe(msgs.len() as f64);
+        self.metrics
+            .ingest_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(out)
+    }
+
+    async fn ingest_timed(&self, msgs: &[Incoming]) -> Result<Vec<Result<(), Reject>>, DbErr> {
         self.look_up_unknown(msgs).await;
+        let snapshot = self.verifier.lock().snapshot(msgs);
         let checked = self.verifier.lock().check(msgs);
+        match self.store_checked(msgs, checked).await {
+            Ok(out) => Ok(out),
+            Err(e) => {
+                // Nothing of the batch is acknowledged; the broker sends it again, and then it
+                // must pass the counter check again.
+                self.verifier.lock().rollback(snapshot);
+                Err(e)
+            }
+        }
+    }
+
+    async fn store_checked(
+        &self,
+        msgs: &[Incoming],
+        checked: Vec<Result<crate::verify::Accepted, Reject>>,
+    ) -> Result<Vec<Result<(), Reject>>, DbErr> {
         let redelivered = self.redeliveries(msgs, &checked).await?;
         let mut rows = Vec::new();
         let mut out = Vec::with_capacity(checked.len());
@@ -511,15 +540,20 @@ impl Gateway {
             }
         }
         let stored = rows.len() as i64;
-        for chunk in rows.chunks(1_000) {
-            iot_reading::Entity::insert_many(chunk.to_vec())
-                .on_conflict(
-                    OnConflict::column(iot_reading::Column::ReadingKey)
-                        .do_nothing()
-                        .to_owned(),
-                )
-                .exec_without_returning(&self.db)
-                .await?;
+        // One transaction: the batch is stored whole or not at all (one sync to disk).
+        if !rows.is_empty() {
+            let txn = self.db.begin().await?;
+            for chunk in rows.chunks(1_000) {
+                iot_reading::Entity::insert_many(chunk.to_vec())
+                    .on_conflict(
+                        OnConflict::column(iot_reading::Column::ReadingKey)
+                            .do_nothing()
+                            .to_owned(),
+                    )
+                    .exec_without_returning(&txn)
+                    .await?;
+            }
+            txn.commit().await?;
         }
         // A redelivered message is counted again here but stored once; the gauge is reset from
         // the store at the next start.

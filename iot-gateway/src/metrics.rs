@@ -24,6 +24,10 @@ pub struct GatewayMetrics {
     pub outbox: Gauge,
     /// From a message's arrival at the gateway to its batch's anchoring transaction committed.
     pub arrival_to_anchor_seconds: Histogram,
+    /// Messages per ingested batch (whatever arrived while the previous one was stored).
+    pub ingest_batch_messages: Histogram,
+    /// Time to verify and durably store one ingested batch.
+    pub ingest_seconds: Histogram,
 }
 
 impl Default for GatewayMetrics {
@@ -36,6 +40,8 @@ impl Default for GatewayMetrics {
             anchor_failures: Counter::default(),
             outbox: Gauge::default(),
             arrival_to_anchor_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            ingest_batch_messages: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            ingest_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 12)),
         }
     }
 }
@@ -90,6 +96,16 @@ impl GatewayMetrics {
             "arrival_to_anchor_seconds",
             "Time from a message's arrival to its batch's anchoring transaction committed",
             self.arrival_to_anchor_seconds.clone(),
+        );
+        r.register(
+            "ingest_batch_messages",
+            "Messages per batch taken from the broker, verified and stored together",
+            self.ingest_batch_messages.clone(),
+        );
+        r.register(
+            "ingest_seconds",
+            "Time to verify and durably store one batch of messages",
+            self.ingest_seconds.clone(),
         );
         r
     }

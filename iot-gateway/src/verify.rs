@@ -34,6 +34,9 @@ impl DeviceInfo {
     }
 }
 
+/// Per device named by a batch: its last accepted counter and accepted count before the batch.
+pub struct SeqSnapshot(Vec<(String, Option<u64>, Option<(u64, i64)>)>);
+
 /// A message as it arrived from the broker.
 #[derive(Debug, Clone)]
 pub struct Incoming {
@@ -140,6 +143,39 @@ impl Verifier {
             .entry((device.unwrap_or("-").to_string(), r))
             .or_insert(0) += 1;
         r
+    }
+
+    /// What `check` may change for the devices a batch names: taken before it, handed back to
+    /// [`Verifier::rollback`] when the batch could not be stored, so that the broker's
+    /// redelivery of it is not refused as a replay.
+    pub fn snapshot(&self, batch: &[Incoming]) -> SeqSnapshot {
+        let mut devices: Vec<(String, Option<u64>, Option<(u64, i64)>)> = Vec::new();
+        for m in batch {
+            if let Some((_, device, _)) = payload::parse_topic(&m.topic)
+                && !devices.iter().any(|(d, _, _)| d == device)
+            {
+                devices.push((
+                    device.to_string(),
+                    self.last_seq.get(device).copied(),
+                    self.accepted.get(device).copied(),
+                ));
+            }
+        }
+        SeqSnapshot(devices)
+    }
+
+    /// Undoes what `check` accepted since `snapshot` (see there).
+    pub fn rollback(&mut self, snapshot: SeqSnapshot) {
+        for (device, seq, accepted) in snapshot.0 {
+            match seq {
+                Some(s) => self.last_seq.insert(device.clone(), s),
+                None => self.last_seq.remove(&device),
+            };
+            match accepted {
+                Some(a) => self.accepted.insert(device, a),
+                None => self.accepted.remove(&device),
+            };
+        }
     }
 
     /// Verifies a batch; one result per message, in order.
@@ -277,6 +313,31 @@ mod tests {
             received_ms: NOW,
             redelivered: false,
         }
+    }
+
+    #[test]
+    fn a_batch_that_could_not_be_stored_passes_again_after_rollback() {
+        let mut v = verifier();
+        let s1 = sensor("s1");
+        let did = s1.public_key().did();
+        assert!(v.check(&[reading(&s1, 1, NOW)])[0].is_ok());
+        let batch = [reading(&s1, 2, NOW), reading(&s1, 3, NOW)];
+        let snapshot = v.snapshot(&batch);
+        assert!(v.check(&batch).iter().all(Result::is_ok));
+        assert_eq!(
+            (v.last_seq(&did), v.accepted(&did).map(|a| a.0)),
+            (Some(3), Some(3))
+        );
+        // The store failed: the broker's redelivery is the same messages, not a replay.
+        v.rollback(snapshot);
+        assert_eq!(
+            (v.last_seq(&did), v.accepted(&did).map(|a| a.0)),
+            (Some(1), Some(1))
+        );
+        assert!(v.check(&batch).iter().all(Result::is_ok));
+        assert!(v.rejected().is_empty());
+        // Without the rollback they would have been replays.
+        assert_eq!(v.check(&batch)[0].as_ref().err(), Some(&Reject::Replay));
     }
 
     #[test]
