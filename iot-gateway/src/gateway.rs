@@ -27,7 +27,7 @@ use crate::contract::{self, Binding, Device};
 use crate::metrics::GatewayMetrics;
 use crate::payload::{Message, Reject};
 use crate::store::{self, iot_batch, iot_reading};
-use crate::verify::{DeviceInfo, Incoming, Verifier};
+use crate::verify::{DeviceInfo, Incoming, Staged, Verifier, verify_staged};
 
 /// What the gateway needs from the chain: calls signed with its own key, and reads.
 #[async_trait::async_trait]
@@ -297,6 +297,26 @@ const NOT_REGISTERED_TTL: Duration = Duration::from_secs(1);
 /// naming made-up devices cannot turn into a flood of chain reads.
 const LOOKUPS_PER_BATCH: usize = 16;
 
+/// A batch parsed and signature-checked by [`Gateway::prepare`], waiting for its counters to
+/// be checked and its messages stored.
+pub struct Prepared {
+    staged: Vec<Staged>,
+    started: std::time::Instant,
+}
+
+impl Prepared {
+    /// Only the messages whose `keep` is true (the rest will be delivered again).
+    pub fn keep(self, keep: &[bool]) -> Prepared {
+        let mut k = keep.iter();
+        let mut staged = self.staged;
+        staged.retain(|_| k.next().copied().unwrap_or(false));
+        Prepared {
+            staged,
+            started: self.started,
+        }
+    }
+}
+
 /// What the gateway has seen of one device since it started (the device page shows it).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceActivity {
@@ -447,30 +467,45 @@ impl Gateway {
     /// Verifies messages and stores the accepted ones; returns when they are durable (then the
     /// broker may be acknowledged). One result per message, in order.
     pub async fn ingest(&self, msgs: &[Incoming]) -> Result<Vec<Result<(), Reject>>, DbErr> {
+        let prepared = self.prepare(msgs).await;
+        self.commit(msgs, prepared).await
+    }
+
+    /// The first half of [`Gateway::ingest`]: parse, look up and verify the signatures of a
+    /// batch — the CPU-heavy part, which needs no counters, so it runs while the batch before
+    /// is being stored. The batch must then go to [`Gateway::commit`], batches in order.
+    pub async fn prepare(&self, msgs: &[Incoming]) -> Prepared {
         let started = std::time::Instant::now();
-        let out = self.ingest_timed(msgs).await?;
+        self.look_up_unknown(msgs).await;
+        let mut staged = self.verifier.lock().stage_batch(msgs);
+        verify_staged(&mut staged);
+        Prepared { staged, started }
+    }
+
+    /// The second half of [`Gateway::ingest`]: the clock and counter checks, then the durable
+    /// store. When the store fails nothing of the batch counts, so the broker's redelivery of
+    /// it passes the counter check again.
+    pub async fn commit(
+        &self,
+        msgs: &[Incoming],
+        prepared: Prepared,
+    ) -> Result<Vec<Result<(), Reject>>, DbErr> {
+        let snapshot = self.verifier.lock().snapshot(msgs);
+        let checked = self.verifier.lock().admit(msgs, prepared.staged);
+        let out = match self.store_checked(msgs, checked).await {
+            Ok(out) => out,
+            Err(e) => {
+                self.verifier.lock().rollback(snapshot);
+                return Err(e);
+            }
+        };
         self.metrics
             .ingest_batch_messages
             .observe(msgs.len() as f64);
         self.metrics
             .ingest_seconds
-            .observe(started.elapsed().as_secs_f64());
+            .observe(prepared.started.elapsed().as_secs_f64());
         Ok(out)
-    }
-
-    async fn ingest_timed(&self, msgs: &[Incoming]) -> Result<Vec<Result<(), Reject>>, DbErr> {
-        self.look_up_unknown(msgs).await;
-        let snapshot = self.verifier.lock().snapshot(msgs);
-        let checked = self.verifier.lock().check(msgs);
-        match self.store_checked(msgs, checked).await {
-            Ok(out) => Ok(out),
-            Err(e) => {
-                // Nothing of the batch is acknowledged; the broker sends it again, and then it
-                // must pass the counter check again.
-                self.verifier.lock().rollback(snapshot);
-                Err(e)
-            }
-        }
     }
 
     async fn store_checked(

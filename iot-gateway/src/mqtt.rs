@@ -5,13 +5,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chain_core::node::now_ms;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
 use tokio::sync::{mpsc, watch};
 
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Prepared};
 use crate::verify::Incoming;
 
 /// Topics the gateway subscribes to.
@@ -85,8 +86,9 @@ struct Received {
 /// check depends on it; several sessions in a shared subscription would interleave them).
 /// Brokers cap the QoS 1 messages a session may leave unacknowledged (rumqttd: 100;
 /// Mosquitto: `max_inflight_messages`, 20 unless configured), so the rate is that window over
-/// the time to acknowledge: receiving and storing overlap — the session hands messages to one
-/// ingesting task, which takes whatever has arrived (up to 2,000), verifies and stores it,
+/// the time to acknowledge. Three tasks overlap that time: the session hands messages to a
+/// preparing task, which takes whatever has arrived (up to 2,000) and verifies its signatures
+/// while a storing task checks the counters of the batch before, stores it durably and only
 /// then acknowledges it.
 pub async fn run_subscriber(
     gateway: Arc<Gateway>,
@@ -95,45 +97,48 @@ pub async fn run_subscriber(
     client_id: String,
     stop: watch::Receiver<bool>,
 ) {
-    let (tx, mut rx) = mpsc::channel::<Received>(20_000);
+    let (tx, rx) = mpsc::channel::<Received>(20_000);
     tokio::spawn(receive(host, port, client_id, tx, stop.clone()));
-    let mut stop = stop;
     // After a failed store, what the same connection delivered next is dropped unacknowledged
     // too: the broker redelivers it all, in order, on the next connection.
-    let mut dropped_connection = 0u64;
+    let dropped_connection = Arc::new(AtomicU64::new(0));
+    // One prepared batch waits while another is stored: verification runs one batch ahead.
+    let (prepared_tx, mut prepared_rx) = mpsc::channel::<PreparedBatch>(1);
+    tokio::spawn(prepare_batches(
+        gateway.clone(),
+        rx,
+        prepared_tx,
+        dropped_connection.clone(),
+        stop.clone(),
+    ));
+    let mut stop = stop;
     loop {
-        let first = tokio::select! {
-            m = rx.recv() => match m {
-                Some(m) => m,
+        let PreparedBatch {
+            mut received,
+            mut msgs,
+            mut prepared,
+        } = tokio::select! {
+            b = prepared_rx.recv() => match b {
+                Some(b) => b,
                 None => return,
             },
             _ = stop.changed() => return,
         };
-        let mut batch = vec![first];
-        while batch.len() < 2_000 {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
+        let dropped = dropped_connection.load(Ordering::SeqCst);
+        if received.iter().any(|m| m.connection <= dropped) {
+            let keep: Vec<bool> = received.iter().map(|m| m.connection > dropped).collect();
+            prepared = prepared.keep(&keep);
+            let mut k = keep.iter();
+            msgs.retain(|_| k.next().copied().unwrap_or(false));
+            received.retain(|m| m.connection > dropped);
+            if received.is_empty() {
+                continue;
             }
         }
-        batch.retain(|m| m.connection > dropped_connection);
-        if batch.is_empty() {
-            continue;
-        }
-        let now = now_ms() as i64;
-        let msgs: Vec<Incoming> = batch
-            .iter()
-            .map(|m| Incoming {
-                topic: m.publish.topic.clone(),
-                payload: m.publish.payload.to_vec(),
-                received_ms: now,
-                redelivered: m.publish.dup,
-            })
-            .collect();
-        match gateway.ingest(&msgs).await {
+        match gateway.commit(&msgs, prepared).await {
             Ok(_) => {
                 // Stored (or refused for good): now the broker may forget them.
-                for m in &batch {
+                for m in &received {
                     if let Err(e) = m.client.ack(&m.publish).await {
                         tracing::warn!("acknowledging: {e}");
                     }
@@ -142,9 +147,68 @@ pub async fn run_subscriber(
             Err(e) => {
                 // Not stored: no acknowledgement; the broker redelivers after a reconnect.
                 tracing::error!("storing device messages: {e}");
-                dropped_connection = batch.iter().map(|m| m.connection).max().unwrap_or(0);
-                let _ = batch[0].client.disconnect().await;
+                let connection = received.iter().map(|m| m.connection).max().unwrap_or(0);
+                dropped_connection.fetch_max(connection, Ordering::SeqCst);
+                let _ = received[0].client.disconnect().await;
             }
+        }
+    }
+}
+
+/// A batch of received messages, verified up to its counters.
+struct PreparedBatch {
+    received: Vec<Received>,
+    msgs: Vec<Incoming>,
+    prepared: Prepared,
+}
+
+/// Takes whatever has arrived (up to 2,000 messages) and verifies it, one batch ahead of the
+/// storing task.
+async fn prepare_batches(
+    gateway: Arc<Gateway>,
+    mut rx: mpsc::Receiver<Received>,
+    out: mpsc::Sender<PreparedBatch>,
+    dropped_connection: Arc<AtomicU64>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let first = tokio::select! {
+            m = rx.recv() => match m {
+                Some(m) => m,
+                None => return,
+            },
+            _ = stop.changed() => return,
+        };
+        let mut received = vec![first];
+        while received.len() < 2_000 {
+            match rx.try_recv() {
+                Ok(m) => received.push(m),
+                Err(_) => break,
+            }
+        }
+        let dropped = dropped_connection.load(Ordering::SeqCst);
+        received.retain(|m| m.connection > dropped);
+        if received.is_empty() {
+            continue;
+        }
+        let now = now_ms() as i64;
+        let msgs: Vec<Incoming> = received
+            .iter()
+            .map(|m| Incoming {
+                topic: m.publish.topic.clone(),
+                payload: m.publish.payload.to_vec(),
+                received_ms: now,
+                redelivered: m.publish.dup,
+            })
+            .collect();
+        let prepared = gateway.prepare(&msgs).await;
+        let batch = PreparedBatch {
+            received,
+            msgs,
+            prepared,
+        };
+        if out.send(batch).await.is_err() {
+            return;
         }
     }
 }

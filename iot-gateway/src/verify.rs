@@ -35,7 +35,42 @@ impl DeviceInfo {
 }
 
 /// Per device named by a batch: its last accepted counter and accepted count before the batch.
-pub struct SeqSnapshot(Vec<(String, Option<u64>, Option<(u64, i64)>)>);
+pub struct SeqSnapshot(Vec<DeviceCounters>);
+
+/// A device, its last accepted counter and (accepted messages, time of the last one).
+type DeviceCounters = (String, Option<u64>, Option<(u64, i64)>);
+
+/// A message parsed and matched to its registered device, its signature not yet admitted.
+pub struct StagedMessage {
+    signed: Signed,
+    info: DeviceInfo,
+    signature_ok: bool,
+}
+
+pub type Staged = Result<StagedMessage, Reject>;
+
+/// Step 2: every staged signature at once (batched, over all cores); needs no verifier state.
+pub fn verify_staged(staged: &mut [Staged]) {
+    let results = {
+        let items: Vec<VerifyItem<'_>> = staged
+            .iter()
+            .filter_map(|s| s.as_ref().ok())
+            .map(|s| VerifyItem {
+                key: &s.info.key,
+                msg: &s.signed.signed_bytes,
+                sig: &s.signed.signature,
+            })
+            .collect();
+        verify_batch(&items)
+    };
+    for (s, ok) in staged
+        .iter_mut()
+        .filter_map(|s| s.as_mut().ok())
+        .zip(results)
+    {
+        s.signature_ok = ok.is_ok();
+    }
+}
 
 /// A message as it arrived from the broker.
 #[derive(Debug, Clone)]
@@ -149,7 +184,7 @@ impl Verifier {
     /// [`Verifier::rollback`] when the batch could not be stored, so that the broker's
     /// redelivery of it is not refused as a replay.
     pub fn snapshot(&self, batch: &[Incoming]) -> SeqSnapshot {
-        let mut devices: Vec<(String, Option<u64>, Option<(u64, i64)>)> = Vec::new();
+        let mut devices: Vec<DeviceCounters> = Vec::new();
         for m in batch {
             if let Some((_, device, _)) = payload::parse_topic(&m.topic)
                 && !devices.iter().any(|(d, _, _)| d == device)
@@ -178,34 +213,45 @@ impl Verifier {
         }
     }
 
-    /// Verifies a batch; one result per message, in order.
+    /// Verifies a batch; one result per message, in order. The three steps are public so that
+    /// the gateway can verify signatures of one batch while it stores the one before.
     pub fn check(&mut self, batch: &[Incoming]) -> Vec<Result<Accepted, Reject>> {
-        // 1. Parse and look up: everything that needs no cryptography.
-        let mut staged: Vec<Result<(Signed, DeviceInfo), Reject>> = Vec::with_capacity(batch.len());
-        for m in batch {
-            let staged_one = self.stage(m);
-            staged.push(staged_one);
-        }
-        // 2. All signatures at once.
-        let items: Vec<VerifyItem<'_>> = staged
+        let mut staged = self.stage_batch(batch);
+        verify_staged(&mut staged);
+        self.admit(batch, staged)
+    }
+
+    /// Step 1: parse and look up, everything that needs no cryptography nor the counters.
+    pub fn stage_batch(&mut self, batch: &[Incoming]) -> Vec<Staged> {
+        batch
             .iter()
-            .filter_map(|s| s.as_ref().ok())
-            .map(|(s, d)| VerifyItem {
-                key: &d.key,
-                msg: &s.signed_bytes,
-                sig: &s.signature,
+            .map(|m| {
+                self.stage(m).map(|(signed, info)| StagedMessage {
+                    signed,
+                    info,
+                    signature_ok: false,
+                })
             })
-            .collect();
-        let mut sig_ok = verify_batch(&items).into_iter();
-        // 3. In arrival order: signature, clock, counter.
+            .collect()
+    }
+
+    /// Step 3, in arrival order: signature (checked by [`verify_staged`]), clock, counter.
+    pub fn admit(
+        &mut self,
+        batch: &[Incoming],
+        staged: Vec<Staged>,
+    ) -> Vec<Result<Accepted, Reject>> {
         let mut out = Vec::with_capacity(batch.len());
         for (m, s) in batch.iter().zip(staged) {
             let res = match s {
                 Err(r) => Err(r),
-                Ok((signed, info)) => {
-                    let good = sig_ok.next().is_some_and(|r| r.is_ok());
+                Ok(StagedMessage {
+                    signed,
+                    info,
+                    signature_ok,
+                }) => {
                     let device = signed.message.device().to_string();
-                    if !good {
+                    if !signature_ok {
                         Err(self.reject(Some(&device), Reject::BadSignature))
                     } else if (signed.message.time_ms() - m.received_ms).abs() > self.max_skew_ms {
                         Err(self.reject(Some(&device), Reject::ClockSkew))
