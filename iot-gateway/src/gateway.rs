@@ -305,6 +305,11 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// Adds a later batch: one commit stores both, in order.
+    pub fn append(&mut self, later: Prepared) {
+        self.staged.extend(later.staged);
+    }
+
     /// Only the messages whose `keep` is true (the rest will be delivered again).
     pub fn keep(self, keep: &[bool]) -> Prepared {
         let mut k = keep.iter();
@@ -434,6 +439,11 @@ impl Gateway {
                 }
             }
         }
+    }
+
+    /// Moves the store's write-ahead log into its database file (see [`store::checkpoint`]).
+    pub async fn checkpoint(&self) -> Result<(), DbErr> {
+        store::checkpoint(&self.db).await
     }
 
     /// Rejections so far, by device and reason.

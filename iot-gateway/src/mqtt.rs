@@ -102,8 +102,8 @@ pub async fn run_subscriber(
     // After a failed store, what the same connection delivered next is dropped unacknowledged
     // too: the broker redelivers it all, in order, on the next connection.
     let dropped_connection = Arc::new(AtomicU64::new(0));
-    // One prepared batch waits while another is stored: verification runs one batch ahead.
-    let (prepared_tx, mut prepared_rx) = mpsc::channel::<PreparedBatch>(1);
+    // Batches verified while one is being stored wait here; the next store takes them all.
+    let (prepared_tx, mut prepared_rx) = mpsc::channel::<PreparedBatch>(64);
     tokio::spawn(prepare_batches(
         gateway.clone(),
         rx,
@@ -124,6 +124,19 @@ pub async fn run_subscriber(
             },
             _ = stop.changed() => return,
         };
+        // Whatever else is verified joins this store: the broker's window of unacknowledged
+        // messages is shared by the batches in the pipeline, so one sync to disk for all of
+        // them is what keeps the rate up.
+        while received.len() < 20_000 {
+            match prepared_rx.try_recv() {
+                Ok(more) => {
+                    received.extend(more.received);
+                    msgs.extend(more.msgs);
+                    prepared.append(more.prepared);
+                }
+                Err(_) => break,
+            }
+        }
         let dropped = dropped_connection.load(Ordering::SeqCst);
         if received.iter().any(|m| m.connection <= dropped) {
             let keep: Vec<bool> = received.iter().map(|m| m.connection > dropped).collect();
@@ -283,6 +296,9 @@ pub async fn run_anchoring(
         }
         if let Err(e) = gateway.anchor_pending().await {
             tracing::warn!("anchoring: {e} (retrying)");
+        }
+        if let Err(e) = gateway.checkpoint().await {
+            tracing::warn!("checkpointing the gateway's store: {e}");
         }
     }
 }

@@ -18,7 +18,8 @@ pub mod entities {
             /// `{did}#{seq}`: one row per device message, whatever the broker redelivers.
             #[sea_orm(unique)]
             pub reading_key: String,
-            #[sea_orm(indexed)]
+            /// Not indexed: an index keyed by device takes a random page write per stored
+            /// message; only the start-up scan for each device's last counter reads by device.
             pub device: String,
             pub seq: i64,
             /// `readings` or `scans`.
@@ -81,7 +82,11 @@ mod migrations {
     #[async_trait::async_trait]
     impl MigratorTrait for Migrator {
         fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-            vec![Box::new(M0001Gateway), Box::new(M0002AnchoredAt)]
+            vec![
+                Box::new(M0001Gateway),
+                Box::new(M0002AnchoredAt),
+                Box::new(M0003NoDeviceIndex),
+            ]
         }
         fn migration_table_name() -> DynIden {
             Alias::new("iot_migrations").into_iden()
@@ -100,6 +105,28 @@ mod migrations {
 
     /// Stores created before anchoring times were kept get the column (newer ones have it
     /// from the entity already).
+    struct M0003NoDeviceIndex;
+
+    impl MigrationName for M0003NoDeviceIndex {
+        fn name(&self) -> &str {
+            "m0003_no_device_index"
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for M0003NoDeviceIndex {
+        async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+            // Stores made before this migration have the index; it only slowed every insert.
+            m.get_connection()
+                .execute_unprepared(r#"DROP INDEX IF EXISTS "idx-iot_reading-device""#)
+                .await?;
+            Ok(())
+        }
+        async fn down(&self, _m: &SchemaManager) -> Result<(), DbErr> {
+            Ok(())
+        }
+    }
+
     struct M0002AnchoredAt;
 
     impl MigrationName for M0002AnchoredAt {
@@ -178,6 +205,11 @@ pub async fn open(path: &std::path::Path) -> Result<DatabaseConnection, DbErr> {
                 .busy_timeout(std::time::Duration::from_secs(30))
                 .create_if_missing(true)
                 .pragma("temp_store", "memory")
+                // The anchoring task checkpoints the WAL (see `checkpoint`); the automatic
+                // checkpoint, run by whichever commit crosses the limit, is only a backstop,
+                // so that storing device messages does not wait for it.
+                .pragma("wal_autocheckpoint", "16384")
+                .pragma("cache_size", "-32768")
         });
     let db = sea_orm::Database::connect(opts).await?;
     migrate(&db).await?;
@@ -187,4 +219,15 @@ pub async fn open(path: &std::path::Path) -> Result<DatabaseConnection, DbErr> {
 /// Creates the gateway's tables if needed.
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
     migrations::Migrator::up(db, None).await
+}
+
+/// Copies committed WAL pages into the database file without blocking writers (called by the
+/// anchoring task, away from the path that acknowledges device messages).
+pub async fn checkpoint(db: &DatabaseConnection) -> Result<(), DbErr> {
+    use sea_orm::ConnectionTrait;
+    if db.get_database_backend() == sea_orm::DbBackend::Sqlite {
+        db.execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)")
+            .await?;
+    }
+    Ok(())
 }
