@@ -651,37 +651,63 @@ impl Gateway {
     /// Closes a batch from the oldest unbatched messages, when there are enough of them or the
     /// oldest has waited long enough (`force` closes whatever there is).
     pub async fn close_batch(&self, force: bool) -> Result<Option<String>, DbErr> {
-        let rows = iot_reading::Entity::find()
+        // Decide from the oldest unbatched message alone; the rows themselves (envelopes) are
+        // read only for a batch that closes — this runs several times a second.
+        let oldest: Option<(i64, i64)> = iot_reading::Entity::find()
+            .select_only()
+            .column(iot_reading::Column::Id)
+            .column(iot_reading::Column::ReceivedMs)
+            .filter(iot_reading::Column::BatchId.is_null())
+            .order_by_asc(iot_reading::Column::Id)
+            .into_tuple()
+            .one(&self.db)
+            .await?;
+        let Some((first_id, first_received_ms)) = oldest else {
+            return Ok(None);
+        };
+        let waited = now_ms() as i64 - first_received_ms;
+        if !force && waited < self.cfg.batch_wait.as_millis() as i64 {
+            let full: Option<i64> = iot_reading::Entity::find()
+                .select_only()
+                .column(iot_reading::Column::Id)
+                .filter(iot_reading::Column::BatchId.is_null())
+                .order_by_asc(iot_reading::Column::Id)
+                .offset(self.cfg.batch_max.saturating_sub(1) as u64)
+                .into_tuple()
+                .one(&self.db)
+                .await?;
+            if full.is_none() {
+                return Ok(None);
+            }
+        }
+        let rows: Vec<(i64, i64, String)> = iot_reading::Entity::find()
+            .select_only()
+            .column(iot_reading::Column::Id)
+            .column(iot_reading::Column::TimeMs)
+            .column(iot_reading::Column::Envelope)
             .filter(iot_reading::Column::BatchId.is_null())
             .order_by_asc(iot_reading::Column::Id)
             .limit(self.cfg.batch_max as u64)
+            .into_tuple()
             .all(&self.db)
             .await?;
-        let Some(first) = rows.first() else {
-            return Ok(None);
-        };
-        let waited = now_ms() as i64 - first.received_ms;
-        if !force
-            && rows.len() < self.cfg.batch_max
-            && waited < self.cfg.batch_wait.as_millis() as i64
-        {
+        if rows.is_empty() {
             return Ok(None);
         }
-        let id = format!("{}-{:012}", self.cfg.id, first.id);
+        let id = format!("{}-{:012}", self.cfg.id, first_id);
+        let last_id = rows.last().map_or(first_id, |r| r.0);
         let batch = Batch {
             id: id.clone(),
-            envelopes: rows
-                .iter()
-                .map(|r| r.envelope.clone().into_bytes())
-                .collect(),
-            first_ms: rows.iter().map(|r| r.time_ms).min().unwrap_or(0),
-            last_ms: rows.iter().map(|r| r.time_ms).max().unwrap_or(0),
+            first_ms: rows.iter().map(|r| r.1).min().unwrap_or(0),
+            last_ms: rows.iter().map(|r| r.1).max().unwrap_or(0),
+            envelopes: rows.into_iter().map(|r| r.2.into_bytes()).collect(),
         };
+        let count = batch.envelopes.len();
         let txn = self.db.begin().await?;
         iot_batch::Entity::insert(iot_batch::ActiveModel {
             id: Set(id.clone()),
             root: Set(batch.root(self.hash).to_hex()),
-            count: Set(rows.len() as i32),
+            count: Set(count as i32),
             first_ms: Set(batch.first_ms),
             last_ms: Set(batch.last_ms),
             status: Set("pending".into()),
@@ -694,7 +720,6 @@ impl Gateway {
         .await?;
         // The batch is the oldest unbatched rows up to the last one taken; a message's leaf is
         // its position by arrival (`id`) within the batch.
-        let last_id = rows.last().map_or(first.id, |r| r.id);
         iot_reading::Entity::update_many()
             .col_expr(iot_reading::Column::BatchId, Expr::value(id.clone()))
             .filter(iot_reading::Column::BatchId.is_null())
