@@ -588,8 +588,13 @@ impl Gateway {
         // One transaction: the batch is stored whole or not at all (one sync to disk).
         if !rows.is_empty() {
             let txn = self.db.begin().await?;
-            for chunk in rows.chunks(1_000) {
-                iot_reading::Entity::insert_many(chunk.to_vec())
+            // Statements of a few fixed sizes (256, 128, … 1 rows): the database reuses their
+            // prepared form instead of parsing a new statement for every batch size.
+            let mut rest = rows;
+            while !rest.is_empty() {
+                let n = 1usize << rest.len().min(256).ilog2();
+                let chunk: Vec<iot_reading::ActiveModel> = rest.drain(..n).collect();
+                iot_reading::Entity::insert_many(chunk)
                     .on_conflict(
                         OnConflict::column(iot_reading::Column::ReadingKey)
                             .do_nothing()
