@@ -500,8 +500,10 @@ impl Gateway {
         msgs: &[Incoming],
         prepared: Prepared,
     ) -> Result<Vec<Result<(), Reject>>, DbErr> {
-        let snapshot = self.verifier.lock().snapshot(msgs);
-        let checked = self.verifier.lock().admit(msgs, prepared.staged);
+        let (snapshot, checked) = {
+            let mut v = self.verifier.lock();
+            (v.snapshot(msgs), v.admit(msgs, prepared.staged))
+        };
         let out = match self.store_checked(msgs, checked).await {
             Ok(out) => out,
             Err(e) => {

@@ -976,7 +976,7 @@ async fn traceability_pages_in_a_real_browser() {
         json!(["4", "1", "replay"]),
         "tank probe on the device page"
     );
-    b.shot("admin-devices").await;
+    b.shot("trace-admin-devices").await;
     let metrics = http
         .get(format!("{url}/metrics"))
         .send()
