@@ -15,7 +15,7 @@ use std::time::Duration;
 use chain_core::crypto::{HashAlg, SigAlg, SigningKey};
 use chain_core::node::{Node, Submitted, now_ms};
 use parking_lot::Mutex;
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
     QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
@@ -597,11 +597,6 @@ impl Gateway {
                 let n = 1usize << rest.len().min(256).ilog2();
                 let chunk: Vec<iot_reading::ActiveModel> = rest.drain(..n).collect();
                 iot_reading::Entity::insert_many(chunk)
-                    .on_conflict(
-                        OnConflict::column(iot_reading::Column::ReadingKey)
-                            .do_nothing()
-                            .to_owned(),
-                    )
                     .exec_without_returning(&txn)
                     .await?;
             }
@@ -638,14 +633,8 @@ impl Gateway {
         if keys.is_empty() {
             return Ok(BTreeMap::new());
         }
-        let stored: Vec<(String, String)> = iot_reading::Entity::find()
-            .select_only()
-            .column(iot_reading::Column::ReadingKey)
-            .column(iot_reading::Column::Envelope)
-            .filter(iot_reading::Column::ReadingKey.is_in(keys.keys().cloned()))
-            .into_tuple()
-            .all(&self.db)
-            .await?;
+        let mut stored = self.stored_envelopes(keys.keys().cloned(), true).await?;
+        stored.extend(self.stored_envelopes(keys.keys().cloned(), false).await?);
         Ok(stored
             .into_iter()
             .filter_map(|(key, envelope)| {
@@ -653,6 +642,30 @@ impl Gateway {
                 (envelope.as_bytes() == msgs[*i].payload.as_slice()).then(|| (*i, device.clone()))
             })
             .collect())
+    }
+
+    /// `(reading_key, envelope)` of the stored messages among `keys`, in closed batches
+    /// (through the partial index on `reading_key`) or not yet batched (a scan of the few
+    /// unbatched rows, through the `batch_id` index).
+    async fn stored_envelopes(
+        &self,
+        keys: impl IntoIterator<Item = String>,
+        batched: bool,
+    ) -> Result<Vec<(String, String)>, DbErr> {
+        let batch = if batched {
+            iot_reading::Column::BatchId.is_not_null()
+        } else {
+            iot_reading::Column::BatchId.is_null()
+        };
+        iot_reading::Entity::find()
+            .select_only()
+            .column(iot_reading::Column::ReadingKey)
+            .column(iot_reading::Column::Envelope)
+            .filter(batch)
+            .filter(iot_reading::Column::ReadingKey.is_in(keys))
+            .into_tuple()
+            .all(&self.db)
+            .await
     }
 
     /// Closes a batch from the oldest unbatched messages, when there are enough of them or the
@@ -921,7 +934,9 @@ impl Gateway {
 
     /// The proof of a stored message (`{did}#{seq}`), once its batch is closed.
     pub async fn proof(&self, reading_key: &str) -> Result<Option<ReadingProof>, DbErr> {
+        // Only messages of closed batches have proofs, and only they are indexed by key.
         let Some(r) = iot_reading::Entity::find()
+            .filter(iot_reading::Column::BatchId.is_not_null())
             .filter(iot_reading::Column::ReadingKey.eq(reading_key))
             .one(&self.db)
             .await?

@@ -1,7 +1,8 @@
 //! The gateway's durable store: every accepted message (the outbox until its batch is
 //! anchored) and the batches. A message is acknowledged to the broker only once it is here, so
-//! nothing accepted is lost; `reading_key` (device + counter) is unique, so a redelivered
-//! message is stored once.
+//! nothing accepted is lost. A message is stored once: the verifier accepts a device counter
+//! only above the last one stored (restored from here at start, rolled back when a store
+//! fails), so a redelivered message is refused before it gets here.
 
 use sea_orm::{DatabaseConnection, DbErr};
 use sea_orm_migration::prelude::*;
@@ -15,8 +16,10 @@ pub mod entities {
         pub struct Model {
             #[sea_orm(primary_key)]
             pub id: i64,
-            /// `{did}#{seq}`: one row per device message, whatever the broker redelivers.
-            #[sea_orm(unique)]
+            /// `{did}#{seq}`, unique by the counter check. Indexed only once the message's
+            /// batch closes (a partial index, see migration M0004): a unique index written at
+            /// insert costs a random page write per message on the path that acknowledges
+            /// them, and only closed batches have proofs to look up.
             pub reading_key: String,
             /// Not indexed: an index keyed by device takes a random page write per stored
             /// message; only the start-up scan for each device's last counter reads by device.
@@ -86,6 +89,7 @@ mod migrations {
                 Box::new(M0001Gateway),
                 Box::new(M0002AnchoredAt),
                 Box::new(M0003NoDeviceIndex),
+                Box::new(M0004ReadingKeyIndexedWhenBatched),
             ]
         }
         fn migration_table_name() -> DynIden {
@@ -120,6 +124,78 @@ mod migrations {
             m.get_connection()
                 .execute_unprepared(r#"DROP INDEX IF EXISTS "idx-iot_reading-device""#)
                 .await?;
+            Ok(())
+        }
+        async fn down(&self, _m: &SchemaManager) -> Result<(), DbErr> {
+            Ok(())
+        }
+    }
+
+    /// Index on `reading_key` for messages in closed batches only (the proof lookup).
+    pub(crate) const READING_KEY_INDEX: &str = "idx-iot_reading-reading_key-batched";
+
+    struct M0004ReadingKeyIndexedWhenBatched;
+
+    impl MigrationName for M0004ReadingKeyIndexedWhenBatched {
+        fn name(&self) -> &str {
+            "m0004_reading_key_indexed_when_batched"
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for M0004ReadingKeyIndexedWhenBatched {
+        async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+            use sea_orm::{ConnectionTrait, Statement};
+            let db = m.get_connection();
+            let backend = db.get_database_backend();
+            // Stores made before this migration declare `reading_key UNIQUE`, an index SQLite
+            // cannot drop: the table is rebuilt without it, rows and ids unchanged.
+            if backend == sea_orm::DbBackend::Postgres {
+                db.execute_unprepared(
+                    "ALTER TABLE iot_reading DROP CONSTRAINT IF EXISTS iot_reading_reading_key_key",
+                )
+                .await?;
+            }
+            let unique = if backend == sea_orm::DbBackend::Sqlite {
+                let found = db
+                    .query_one_raw(Statement::from_string(
+                        backend,
+                        "SELECT name FROM sqlite_master WHERE type = 'index' \
+                         AND tbl_name = 'iot_reading' \
+                         AND name LIKE 'sqlite_autoindex_iot_reading_%'",
+                    ))
+                    .await?;
+                found.is_some()
+            } else {
+                false
+            };
+            if unique {
+                use sea_orm::Iterable;
+                let columns = iot_reading::Column::iter()
+                    .map(|c| format!("\"{}\"", sea_orm::IdenStatic::as_str(&c)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                db.execute_unprepared("ALTER TABLE iot_reading RENAME TO iot_reading_m0004")
+                    .await?;
+                // The renamed table's indexes keep their names until it is dropped.
+                let schema = sea_orm::Schema::new(backend);
+                m.create_table(schema.create_table_from_entity(iot_reading::Entity))
+                    .await?;
+                db.execute_unprepared(&format!(
+                    "INSERT INTO iot_reading ({columns}) \
+                     SELECT {columns} FROM iot_reading_m0004 ORDER BY id"
+                ))
+                .await?;
+                db.execute_unprepared("DROP TABLE iot_reading_m0004")
+                    .await?;
+                for mut stmt in schema.create_index_from_entity(iot_reading::Entity) {
+                    m.create_index(stmt.if_not_exists().to_owned()).await?;
+                }
+            }
+            db.execute_unprepared(&format!(
+                r#"CREATE INDEX IF NOT EXISTS "{READING_KEY_INDEX}" ON iot_reading (reading_key) WHERE batch_id IS NOT NULL"#
+            ))
+            .await?;
             Ok(())
         }
         async fn down(&self, _m: &SchemaManager) -> Result<(), DbErr> {

@@ -853,3 +853,114 @@ async fn count(db: &sea_orm::DatabaseConnection, sql: &str) -> i64 {
     .and_then(|r| r.try_get_by_index::<i64>(0).ok())
     .expect("a count")
 }
+
+/// A store made before readings lost their unique index (`reading_key UNIQUE`, an index SQLite
+/// cannot drop) is rebuilt at open: every row and id kept, no unique index left on the path
+/// that acknowledges device messages, and the closed-batch lookup index in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_store_loses_its_unique_reading_index_and_keeps_its_rows() {
+    use sea_orm::{ConnectionTrait, Statement};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gateway.db");
+    {
+        let db = Database::connect(format!("sqlite://{}?mode=rwc", path.display()))
+            .await
+            .expect("db");
+        // The schema and migration records exactly as stores of 2026-12-05 have them.
+        for sql in [
+            r#"CREATE TABLE "iot_reading" ( "id" integer NOT NULL PRIMARY KEY AUTOINCREMENT, "reading_key" varchar NOT NULL UNIQUE, "device" varchar NOT NULL, "seq" bigint NOT NULL, "channel" varchar NOT NULL, "time_ms" bigint NOT NULL, "received_ms" bigint NOT NULL, "measurement" varchar NULL, "uom" varchar NULL, "value" double NULL, "uri" varchar NULL, "read_point" varchar NULL, "binding" varchar NULL, "org" varchar NOT NULL, "envelope" varchar NOT NULL, "batch_id" varchar NULL )"#,
+            r#"CREATE INDEX "idx-iot_reading-batch_id" ON "iot_reading" ("batch_id")"#,
+            r#"CREATE TABLE "iot_batch" ( "id" varchar NOT NULL PRIMARY KEY, "root" varchar NOT NULL, "count" integer NOT NULL, "first_ms" bigint NOT NULL, "last_ms" bigint NOT NULL, "status" varchar NOT NULL, "tx_id" varchar NULL, "height" bigint NULL, "created_ms" bigint NOT NULL, "anchored_ms" bigint NULL )"#,
+            r#"CREATE INDEX "idx-iot_batch-status" ON "iot_batch" ("status")"#,
+            r#"CREATE TABLE "iot_migrations" ( "version" varchar NOT NULL PRIMARY KEY, "applied_at" bigint NOT NULL )"#,
+            r#"INSERT INTO iot_migrations VALUES ('store', 1), ('m0002_anchored_at', 1), ('m0003_no_device_index', 1)"#,
+            r#"INSERT INTO iot_reading VALUES (7, 'did:key:a#1', 'did:key:a', 1, 'readings', 10, 11, 'gs1:Temperature', 'CEL', 4.5, NULL, NULL, NULL, 'swiftcold', '{"a":1}', 'b1'),
+                                              (9, 'did:key:a#2', 'did:key:a', 2, 'readings', 20, 21, 'gs1:Temperature', 'CEL', 4.6, NULL, NULL, NULL, 'swiftcold', '{"a":2}', NULL)"#,
+        ] {
+            db.execute_unprepared(sql).await.expect(sql);
+        }
+        db.close().await.expect("close");
+    }
+    let db = iot_gateway::store::open(&path)
+        .await
+        .expect("migrated store");
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT id, reading_key, value, envelope, batch_id FROM iot_reading ORDER BY id"
+                .to_string(),
+        ))
+        .await
+        .expect("rows");
+    let rows: Vec<(i64, String, f64, String, Option<String>)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.try_get_by_index(0).expect("id"),
+                r.try_get_by_index(1).expect("key"),
+                r.try_get_by_index(2).expect("value"),
+                r.try_get_by_index(3).expect("envelope"),
+                r.try_get_by_index(4).expect("batch"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (
+                7,
+                "did:key:a#1".into(),
+                4.5,
+                r#"{"a":1}"#.into(),
+                Some("b1".into())
+            ),
+            (9, "did:key:a#2".into(), 4.6, r#"{"a":2}"#.into(), None),
+        ]
+    );
+    let unique = count(
+        &db,
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'iot_reading' \
+         AND name LIKE 'sqlite_autoindex%'",
+    )
+    .await;
+    assert_eq!(unique, 0, "the unique index is gone");
+    let indexes = count(
+        &db,
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'iot_reading' \
+         AND name IN ('idx-iot_reading-batch_id', 'idx-iot_reading-reading_key-batched')",
+    )
+    .await;
+    assert_eq!(indexes, 2, "batch and closed-batch key indexes");
+    // Ids continue after the highest kept one (AUTOINCREMENT's sequence survived the rebuild).
+    db.execute_unprepared(
+        "INSERT INTO iot_reading (reading_key, device, seq, channel, time_ms, received_ms, org, envelope) \
+         VALUES ('did:key:a#3', 'did:key:a', 3, 'readings', 30, 31, 'swiftcold', '{}')",
+    )
+    .await
+    .expect("insert");
+    let last = count(&db, "SELECT MAX(id) FROM iot_reading").await;
+    assert_eq!(last, 10);
+    // The proof lookup goes through the closed-batch index.
+    let plan = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "EXPLAIN QUERY PLAN SELECT * FROM iot_reading \
+             WHERE batch_id IS NOT NULL AND reading_key = 'did:key:a#1'"
+                .to_string(),
+        ))
+        .await
+        .expect("plan");
+    let plan: Vec<String> = plan
+        .iter()
+        .filter_map(|r| r.try_get_by_index::<String>(3).ok())
+        .collect();
+    assert!(
+        plan.iter()
+            .any(|p| p.contains("idx-iot_reading-reading_key-batched")),
+        "{plan:?}"
+    );
+    // Opening again changes nothing.
+    db.close().await.expect("close");
+    let db = iot_gateway::store::open(&path).await.expect("reopened");
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM iot_reading").await, 3);
+}
