@@ -132,7 +132,7 @@ mod migrations {
     }
 
     /// Index on `reading_key` for messages in closed batches only (the proof lookup).
-    pub(crate) const READING_KEY_INDEX: &str = "idx-iot_reading-reading_key-batched";
+    const READING_KEY_INDEX: &str = "idx-iot_reading-reading_key-batched";
 
     struct M0004ReadingKeyIndexedWhenBatched;
 
@@ -144,6 +144,13 @@ mod migrations {
 
     #[async_trait::async_trait]
     impl MigrationTrait for M0004ReadingKeyIndexedWhenBatched {
+        /// In one transaction on every backend: a gateway stopped halfway through the SQLite
+        /// rebuild below must not leave its rows in the renamed table, nor the migration
+        /// recorded as done.
+        fn use_transaction(&self) -> Option<bool> {
+            Some(true)
+        }
+
         async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
             use sea_orm::{ConnectionTrait, Statement};
             let db = m.get_connection();
