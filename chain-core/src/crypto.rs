@@ -242,14 +242,7 @@ impl PublicKey {
                 let arr: [u8; 32] = bytes
                     .try_into()
                     .map_err(|_| CryptoError::InvalidKey("length".into()))?;
-                let vk = ed25519_dalek::VerifyingKey::from_bytes(&arr)
-                    .map_err(|_| CryptoError::InvalidKey("not an Ed25519 point".into()))?;
-                // Small-order keys make batch and single verification disagree; refuse them.
-                if vk.is_weak() {
-                    return Err(CryptoError::InvalidKey(
-                        "weak (small-order) Ed25519 key".into(),
-                    ));
-                }
+                ed25519_key(&arr)?;
             }
             SigAlg::Sm2 => {
                 sm2::dsa::VerifyingKey::from_sec1_bytes(SM2_DIST_ID, bytes)
@@ -337,9 +330,55 @@ impl PublicKey {
             .as_slice()
             .try_into()
             .map_err(|_| CryptoError::InvalidKey("length".into()))?;
-        ed25519_dalek::VerifyingKey::from_bytes(&arr)
-            .map_err(|_| CryptoError::InvalidKey("not an Ed25519 point".into()))
+        ed25519_key(&arr)
     }
+}
+
+/// Validated, decompressed Ed25519 keys by their 32-byte encoding.
+///
+/// Decompressing a point costs a field exponentiation, and the same few keys (accounts,
+/// members, devices) are decoded over and over: once per transaction when it is decoded, again
+/// when the member record naming the key is read during execution, and again for every
+/// signature check. The cache is process-wide, sharded to keep lock hold times short, and
+/// bounded: a full shard is emptied rather than tracked (keys are cheap to decompress again).
+/// Only keys that passed validation are cached, so a hit means exactly what a fresh check means.
+struct Ed25519KeyCache {
+    shards:
+        Vec<parking_lot::Mutex<std::collections::HashMap<[u8; 32], ed25519_dalek::VerifyingKey>>>,
+}
+
+const KEY_CACHE_SHARDS: usize = 16;
+/// 16 × 2,048 keys, ~200 bytes each: at most ~6.5 MB.
+const KEY_CACHE_SHARD_CAPACITY: usize = 2_048;
+
+static ED25519_KEYS: std::sync::LazyLock<Ed25519KeyCache> =
+    std::sync::LazyLock::new(|| Ed25519KeyCache {
+        shards: (0..KEY_CACHE_SHARDS)
+            .map(|_| parking_lot::Mutex::new(std::collections::HashMap::new()))
+            .collect(),
+    });
+
+/// The decompressed key for `bytes`, refusing non-points and small-order (weak) keys: those
+/// make batch and single verification disagree.
+fn ed25519_key(bytes: &[u8; 32]) -> Result<ed25519_dalek::VerifyingKey, CryptoError> {
+    // The encoding is a curve point chosen by its owner, so its low bits spread keys evenly.
+    let shard = &ED25519_KEYS.shards[usize::from(bytes[0]) % KEY_CACHE_SHARDS];
+    if let Some(vk) = shard.lock().get(bytes) {
+        return Ok(*vk);
+    }
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(bytes)
+        .map_err(|_| CryptoError::InvalidKey("not an Ed25519 point".into()))?;
+    if vk.is_weak() {
+        return Err(CryptoError::InvalidKey(
+            "weak (small-order) Ed25519 key".into(),
+        ));
+    }
+    let mut map = shard.lock();
+    if map.len() >= KEY_CACHE_SHARD_CAPACITY {
+        map.clear();
+    }
+    map.insert(*bytes, vk);
+    Ok(vk)
 }
 
 impl fmt::Debug for PublicKey {
@@ -646,6 +685,30 @@ mod tests {
             assert_eq!(round, pk);
             let seeded = SigningKey::from_seed(alg, k.secret_bytes().as_ref()).unwrap();
             assert_eq!(seeded.public_key(), pk);
+        }
+    }
+
+    #[test]
+    fn cached_keys_decide_like_fresh_ones() {
+        // The identity point is a valid encoding but of small order.
+        let mut weak = [0u8; 32];
+        weak[0] = 1;
+        let k = SigningKey::generate(SigAlg::Ed25519);
+        let good = k.public_key();
+        let sig = k.sign(b"m");
+        for _ in 0..2 {
+            // Refusals are never cached into acceptances, and a cached key checks like a new one.
+            assert!(PublicKey::from_bytes(SigAlg::Ed25519, &weak).is_err());
+            let again = PublicKey::from_bytes(SigAlg::Ed25519, good.as_bytes()).unwrap();
+            assert!(again.verify(b"m", &sig).is_ok());
+            assert_eq!(again.verify(b"n", &sig), Err(CryptoError::BadSignature));
+        }
+        // An encoding that is no point at all (y = 2 has no x on the curve).
+        let mut off_curve = [0u8; 32];
+        off_curve[0] = 2;
+        assert!(ed25519_dalek::VerifyingKey::from_bytes(&off_curve).is_err());
+        for _ in 0..2 {
+            assert!(PublicKey::from_bytes(SigAlg::Ed25519, &off_curve).is_err());
         }
     }
 
