@@ -3,8 +3,9 @@
 //! 1. saturation: keep the pool full and measure committed transactions per second;
 //! 2. latency: offer a fixed rate and measure submit→commit latency.
 //!
-//! Transactions are signed by a generator thread just ahead of submission, on the same machine,
-//! so the figures include the client's signing cost. The last line is
+//! The saturation phase's transactions are signed before the clock starts (clients sign on their
+//! own machines) and read from a file during the run; `--sign-live` signs them on a generator
+//! thread just ahead of submission instead, so the figures include the client's signing cost. The last line is
 //! `committed_tx_per_s=N p99_commit_ms=M`.
 
 use std::sync::Arc;
@@ -44,6 +45,10 @@ pub struct BenchArgs {
     /// Number of sending accounts.
     #[arg(long, default_value_t = 512)]
     accounts: usize,
+    /// Sign the saturation phase's transactions during the run, on the cores the node uses
+    /// (default: signed before the clock starts, as clients on other machines would).
+    #[arg(long)]
+    sign_live: bool,
     /// Database (default: a fresh SQLite file in a temporary directory).
     #[arg(long)]
     database_url: Option<String>,
@@ -76,34 +81,45 @@ pub struct BenchArgs {
     devices: usize,
 }
 
+/// One nonce for every account: `notary.anchor` transactions signed in parallel.
+pub fn sign_round(
+    suite: Suite,
+    chain_id: &str,
+    keys: &[SigningKey],
+    label: &str,
+    round: u64,
+    expiry_ms: u64,
+) -> Vec<SignedTx> {
+    keys.par_iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let doc = format!("{label}-{i}-{round}");
+            let hash = chain_core::crypto::HashAlg::Sha256
+                .digest(doc.as_bytes())
+                .to_hex();
+            let args = format!(r#"{{"key":"{doc}","hash":"{hash}"}}"#).into_bytes();
+            build_tx(
+                suite, chain_id, k, round, expiry_ms, "notary", "anchor", args,
+            )
+        })
+        .collect()
+}
+
 struct Generator {
     rx: std::sync::mpsc::Receiver<Vec<SignedTx>>,
     stop: Arc<AtomicBool>,
 }
 
 impl Generator {
-    /// Signs chunks of transactions round-robin over the accounts on a background thread.
-    fn start(suite: Suite, chain_id: String, keys: Arc<Vec<SigningKey>>) -> Self {
+    /// Signs rounds (one nonce for every account) from `first_round` on, on a background thread.
+    fn start(suite: Suite, chain_id: String, keys: Arc<Vec<SigningKey>>, first_round: u64) -> Self {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<SignedTx>>(16);
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         std::thread::spawn(move || {
-            let mut round: u64 = 0;
-            // Each chunk is one nonce for every account.
+            let mut round = first_round;
             while !stop2.load(Ordering::Relaxed) {
-                let expiry = now_ms() + 600_000;
-                let chunk: Vec<SignedTx> = keys
-                    .par_iter()
-                    .enumerate()
-                    .map(|(i, k)| {
-                        let doc = format!("bench-{i}-{round}");
-                        let hash = chain_core::crypto::HashAlg::Sha256
-                            .digest(doc.as_bytes())
-                            .to_hex();
-                        let args = format!(r#"{{"key":"{doc}","hash":"{hash}"}}"#).into_bytes();
-                        build_tx(suite, &chain_id, k, round, expiry, "notary", "anchor", args)
-                    })
-                    .collect();
+                let chunk = sign_round(suite, &chain_id, &keys, "bench", round, now_ms() + 600_000);
                 round += 1;
                 if tx.send(chunk).is_err() {
                     return;
@@ -117,6 +133,61 @@ impl Generator {
 impl Drop for Generator {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Transactions signed before the clock starts, as a client fleet would send them: written to a
+/// file (length-prefixed raw bytes) so that they occupy neither the node's cores during the run
+/// nor the process memory the benchmark reports.
+struct Presigned {
+    path: std::path::PathBuf,
+    rounds: u64,
+}
+
+impl Presigned {
+    fn write(
+        path: std::path::PathBuf,
+        suite: Suite,
+        chain_id: &str,
+        keys: &[SigningKey],
+        rounds: u64,
+    ) -> anyhow::Result<Self> {
+        use std::io::Write;
+        let file = std::fs::File::create(&path).context("creating the pre-signed file")?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        // Half an hour: the longest run ends well before, and admission allows up to an hour.
+        let expiry = now_ms() + 1_800_000;
+        for round in 0..rounds {
+            for tx in sign_round(suite, chain_id, keys, "bench", round, expiry) {
+                let raw = tx.bytes();
+                out.write_all(&(raw.len() as u32).to_le_bytes())?;
+                out.write_all(raw)?;
+            }
+        }
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        // On disk before the clock starts, so write-back does not compete with the node's own.
+        file.sync_all()?;
+        Ok(Self { path, rounds })
+    }
+
+    /// Sends every pre-signed transaction in order; false if the receiver went away.
+    fn feed(&self, feed: &async_channel::Sender<Vec<u8>>) -> anyhow::Result<bool> {
+        use std::io::Read;
+        let file = std::fs::File::open(&self.path)?;
+        let mut input = std::io::BufReader::with_capacity(1 << 20, file);
+        let mut len = [0u8; 4];
+        loop {
+            match input.read_exact(&mut len) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(true),
+                Err(e) => return Err(e.into()),
+            }
+            let mut raw = vec![0u8; u32::from_le_bytes(len) as usize];
+            input.read_exact(&mut raw)?;
+            if feed.send_blocking(raw).is_err() {
+                return Ok(false);
+            }
+        }
     }
 }
 
@@ -333,15 +404,50 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         });
     }
 
-    let generator = Generator::start(suite, chain_id.clone(), keys.clone());
-    let (feed_tx, feed_rx) = async_channel(4096);
-    // Move generated chunks into an async queue.
+    // Enough pre-signed transactions for the whole saturation phase at well above the target
+    // rate (and the 1M-transaction memory check); past them the live generator takes over.
+    let presigned = if a.sign_live {
+        None
+    } else {
+        let wanted = total_target.max((saturate_s + 3) * 20_000) + 60_000;
+        let rounds = wanted.div_ceil(keys.len().max(1) as u64);
+        eprintln!(
+            "bench: signing {} transactions before the clock starts",
+            rounds * keys.len() as u64
+        );
+        let signing = Instant::now();
+        let path = dir.path().join("presigned.bin");
+        let (suite2, chain2, keys2) = (suite, chain_id.clone(), keys.clone());
+        let p = tokio::task::spawn_blocking(move || {
+            Presigned::write(path, suite2, &chain2, &keys2, rounds)
+        })
+        .await??;
+        eprintln!("bench: signed in {:.1} s", signing.elapsed().as_secs_f64());
+        Some(p)
+    };
+    let (feed_tx, feed_rx) = async_channel::<Vec<u8>>(4096);
     let feeder = {
         let feed_tx = feed_tx.clone();
+        let (chain_id, keys) = (chain_id.clone(), keys.clone());
         std::thread::spawn(move || {
+            let first_live_round = match &presigned {
+                Some(p) => match p.feed(&feed_tx) {
+                    Ok(true) => p.rounds,
+                    Ok(false) => return,
+                    Err(e) => {
+                        eprintln!("bench: reading pre-signed transactions failed: {e}");
+                        return;
+                    }
+                },
+                None => 0,
+            };
+            if presigned.is_some() {
+                eprintln!("bench: pre-signed transactions used up; signing live from here on");
+            }
+            let generator = Generator::start(suite, chain_id, keys, first_live_round);
             while let Ok(chunk) = generator.rx.recv() {
                 for tx in chunk {
-                    if feed_tx.send_blocking(tx).is_err() {
+                    if feed_tx.send_blocking(tx.bytes().to_vec()).is_err() {
                         return;
                     }
                 }
@@ -369,7 +475,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
                 }
                 let Ok(tx) = rx.recv().await else { return };
                 loop {
-                    match node.submit(tx.bytes(), None).await {
+                    match node.submit(&tx, None).await {
                         Ok(_) => break,
                         Err(e) if e.code == "mempool_full" => {
                             tokio::time::sleep(Duration::from_millis(10)).await
@@ -458,7 +564,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
             let failures = failures.clone();
             waiters.push(tokio::spawn(async move {
                 let t = Instant::now();
-                match node.submit(tx.bytes(), Some(Duration::from_secs(60))).await {
+                match node.submit(&tx, Some(Duration::from_secs(60))).await {
                     Ok(Submitted::Committed(_)) => {
                         latencies.lock().push(t.elapsed().as_secs_f64() * 1000.0)
                     }

@@ -15,12 +15,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chain_core::crypto::{HashAlg, SigningKey, Suite};
+use chain_core::crypto::{SigningKey, Suite};
 use chain_core::genesis::{Genesis, GenesisValidator};
 use chain_core::keystore::{KdfParams, Keystore};
 use chain_core::node::now_ms;
 use chain_core::system::GovernanceParams;
-use chain_core::types::{SignedTx, build_tx};
+use chain_core::types::SignedTx;
 use parking_lot::Mutex;
 use rayon::prelude::*;
 use serde_json::{Value, json};
@@ -53,16 +53,14 @@ fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
 }
 
 fn sign_round(suite: Suite, chain_id: &str, keys: &[SigningKey], round: u64) -> Vec<SignedTx> {
-    let expiry = now_ms() + 600_000;
-    keys.par_iter()
-        .enumerate()
-        .map(|(i, k)| {
-            let doc = format!("bft-bench-{i}-{round}");
-            let hash = HashAlg::Sha256.digest(doc.as_bytes()).to_hex();
-            let args = format!(r#"{{"key":"{doc}","hash":"{hash}"}}"#).into_bytes();
-            build_tx(suite, chain_id, k, round, expiry, "notary", "anchor", args)
-        })
-        .collect()
+    crate::bench::sign_round(
+        suite,
+        chain_id,
+        keys,
+        "bft-bench",
+        round,
+        now_ms() + 600_000,
+    )
 }
 
 async fn post_batch(client: &reqwest::Client, url: &str, txs: &[SignedTx]) -> anyhow::Result<()> {
