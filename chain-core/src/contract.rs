@@ -85,6 +85,10 @@ pub struct CallContext<'a> {
     tx_writes: WriteSet,
     events: Vec<Event>,
     registry: &'a ContractRegistry,
+    /// The sender's member record once looked up in this transaction: every transaction checks
+    /// it before its contract runs, and most contracts check it again for their permissions.
+    /// Cleared by any write of the system contract, the only one that can change it.
+    sender_member: std::cell::OnceCell<crate::system::Member>,
 }
 
 impl<'a> CallContext<'a> {
@@ -107,6 +111,21 @@ impl<'a> CallContext<'a> {
             tx_writes: WriteSet::new(),
             events: Vec::new(),
             registry,
+            sender_member: std::cell::OnceCell::new(),
+        }
+    }
+
+    pub(crate) fn cached_sender_member(&self) -> Option<&crate::system::Member> {
+        self.sender_member.get()
+    }
+
+    pub(crate) fn cache_sender_member(&self, m: &crate::system::Member) {
+        let _ = self.sender_member.set(m.clone());
+    }
+
+    fn written(&mut self) {
+        if self.contract == crate::system::NAME {
+            self.sender_member.take();
         }
     }
 
@@ -145,10 +164,12 @@ impl<'a> CallContext<'a> {
     pub fn set(&mut self, key: &[u8], value: Vec<u8>) {
         self.tx_writes
             .insert(state_key(self.contract, key), Some(value));
+        self.written();
     }
 
     pub fn delete(&mut self, key: &[u8]) {
         self.tx_writes.insert(state_key(self.contract, key), None);
+        self.written();
     }
 
     pub fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, ContractError> {

@@ -295,7 +295,9 @@ impl StateStore {
             .map(|(k, v)| (KeyHash(self.key_hash(k)), v.clone()))
             .collect();
         let hashes: Vec<[u8; 32]> = set.iter().map(|(k, _)| k.0).collect();
+        let started = std::time::Instant::now();
         let prefetched = self.prefetch(version, &hashes)?;
+        let prefetch_ms = started.elapsed().as_millis() as u64;
         let reader = DbReader {
             state: self,
             prefetched: Some(&prefetched),
@@ -313,6 +315,14 @@ impl StateStore {
             .map(|(k, n)| (k.clone(), Arc::new(n.clone())))
             .collect();
         drop(batch);
+        tracing::debug!(
+            version,
+            prefetch_ms,
+            prefetched = prefetched.len(),
+            update_ms = started.elapsed().as_millis() as u64 - prefetch_ms,
+            new_nodes = nodes.len(),
+            "state tree updated"
+        );
         Ok(PreparedState {
             version,
             root: Digest {

@@ -162,6 +162,9 @@ pub fn member(ctx: &CallContext<'_>, member_id: &str) -> Result<Option<Member>, 
 
 /// The active member behind the transaction's sender key, or `not_permitted`.
 pub fn sender_member(ctx: &CallContext<'_>) -> Result<Member, ContractError> {
+    if let Some(m) = ctx.cached_sender_member() {
+        return Ok(m.clone());
+    }
     let rec = key_record(ctx, &ctx.sender)?
         .ok_or_else(|| ContractError::not_permitted("the sender key belongs to no member"))?;
     if rec.status != Status::Active {
@@ -175,6 +178,7 @@ pub fn sender_member(ctx: &CallContext<'_>) -> Result<Member, ContractError> {
     if m.status != Status::Active {
         return Err(ContractError::not_permitted("the member is not active"));
     }
+    ctx.cache_sender_member(&m);
     Ok(m)
 }
 
@@ -734,4 +738,84 @@ pub fn genesis(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::contract::{BlockInfo, ContractRegistry, StateRead, WriteSet, state_key};
+    use crate::crypto::{Digest, HashAlg, SigAlg, SigningKey};
+
+    struct Map(BTreeMap<Vec<u8>, Vec<u8>>);
+
+    impl StateRead for Map {
+        fn get(&self, full_key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+            Ok(self.0.get(full_key).cloned())
+        }
+    }
+
+    #[test]
+    fn sender_member_sees_the_system_contracts_own_writes() {
+        let key = SigningKey::from_label(SigAlg::Ed25519, "member").public_key();
+        let member = Member {
+            org: "acme".into(),
+            name: "alice".into(),
+            roles: vec!["clerk".into()],
+            keys: vec![key.clone()],
+            status: Status::Active,
+        };
+        let record = KeyRecord {
+            member: member.id(),
+            status: Status::Active,
+            since_height: 0,
+        };
+        let mut state = BTreeMap::new();
+        for (k, v) in [
+            (format!("key/{key}"), serde_json::to_vec(&record).unwrap()),
+            (
+                format!("member/{}", member.id()),
+                serde_json::to_vec(&member).unwrap(),
+            ),
+        ] {
+            state.insert(state_key(NAME, k.as_bytes()), v);
+        }
+        let base = Map(state);
+        let block = BlockInfo {
+            chain_id: "t".into(),
+            height: 1,
+            time_ms: 1,
+            prev_hash: Digest {
+                alg: HashAlg::Sha256,
+                bytes: [0; 32],
+            },
+        };
+        let writes = WriteSet::new();
+        let registry = ContractRegistry::new();
+        let mut ctx = CallContext::new(
+            &block,
+            block.prev_hash,
+            key.clone(),
+            NAME,
+            &base,
+            &writes,
+            &registry,
+        );
+        assert!(require_role(&ctx, "clerk").is_ok());
+        // Looked up once and remembered: a second check gives the same member.
+        assert_eq!(sender_member(&ctx).map(|m| m.id()).ok(), Some(member.id()));
+        // A write of the system contract (here: the member suspended) is seen at once.
+        let suspended = Member {
+            status: Status::Revoked,
+            ..member.clone()
+        };
+        ctx.set_json(&format!("member/{}", member.id()), &suspended)
+            .unwrap();
+        let refused = sender_member(&ctx).unwrap_err();
+        assert!(
+            matches!(&refused, ContractError::Rejected { code, .. } if code == "not_permitted"),
+            "{refused:?}"
+        );
+    }
 }
