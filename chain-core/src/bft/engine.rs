@@ -1088,6 +1088,40 @@ impl App {
             return None;
         }
         let id = BlockId(header.hash());
+        let head = self.node.head();
+        if h <= head.height {
+            // A sync response that arrived after consensus decided this height: it is the block
+            // we committed (stale, and Malachite drops it as a past height) or it contradicts our
+            // chain, which only a fork could explain.
+            let ours = if h == head.height {
+                Some(head.hash)
+            } else {
+                match self.node.block_header(h).await {
+                    Ok(found) => found.map(|(ours, _, _)| ours.hash()),
+                    Err(e) => {
+                        tracing::warn!(height = h, "cannot read our block to compare: {e}");
+                        return None;
+                    }
+                }
+            };
+            let validity = if ours == Some(id.0) {
+                Validity::Valid
+            } else {
+                tracing::warn!(
+                    height = h,
+                    "synced block differs from the block we committed"
+                );
+                Validity::Invalid
+            };
+            return Some(ProposedValue {
+                height: Height(h),
+                round,
+                valid_round: Round::Nil,
+                proposer,
+                value: id,
+                validity,
+            });
+        }
         let validity = if self.blocks.contains_key(&id) {
             Validity::Valid
         } else {
