@@ -5,8 +5,8 @@
 //!
 //! The saturation phase's transactions are signed before the clock starts (clients sign on their
 //! own machines) and read from a file during the run; `--sign-live` signs them on a generator
-//! thread just ahead of submission instead, so the figures include the client's signing cost. The last line is
-//! `committed_tx_per_s=N p99_commit_ms=M`.
+//! thread just ahead of submission instead, so the figures include the client's signing cost.
+//! The last line is `committed_tx_per_s=N p99_commit_ms=M`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1088,41 +1088,10 @@ impl App {
             return None;
         }
         let id = BlockId(header.hash());
-        let head = self.node.head();
-        if h <= head.height {
-            // A sync response that arrived after consensus decided this height: it is the block
-            // we committed (stale, and Malachite drops it as a past height) or it contradicts our
-            // chain, which only a fork could explain.
-            let ours = if h == head.height {
-                Some(head.hash)
-            } else {
-                match self.node.block_header(h).await {
-                    Ok(found) => found.map(|(ours, _, _)| ours.hash()),
-                    Err(e) => {
-                        tracing::warn!(height = h, "cannot read our block to compare: {e}");
-                        return None;
-                    }
-                }
-            };
-            let validity = if ours == Some(id.0) {
-                Validity::Valid
-            } else {
-                tracing::warn!(
-                    height = h,
-                    "synced block differs from the block we committed"
-                );
-                Validity::Invalid
-            };
-            return Some(ProposedValue {
-                height: Height(h),
-                round,
-                valid_round: Round::Nil,
-                proposer,
-                value: id,
-                validity,
-            });
-        }
-        let validity = if self.blocks.contains_key(&id) {
+        let decided_already = h <= self.node.head().height;
+        let validity = if decided_already {
+            self.compare_with_committed(h, id).await?
+        } else if self.blocks.contains_key(&id) {
             Validity::Valid
         } else {
             match self.node.validate_proposal(&header, txs.clone()).await {
@@ -1133,7 +1102,7 @@ impl App {
                 }
             }
         };
-        if validity.is_valid() {
+        if validity.is_valid() && !decided_already {
             self.blocks.insert(id, Undecided { header, txs });
         }
         Some(ProposedValue {
@@ -1144,6 +1113,33 @@ impl App {
             value: id,
             validity,
         })
+    }
+
+    /// A sync response that arrived after consensus decided height `h`: it is the block we
+    /// committed (stale; Malachite drops it as a past height) or it contradicts our chain, which
+    /// only a fork could explain. `None` when our own block cannot be read.
+    async fn compare_with_committed(&self, h: u64, id: BlockId) -> Option<Validity> {
+        let head = self.node.head();
+        let ours = if h == head.height {
+            Some(head.hash)
+        } else {
+            match self.node.block_header(h).await {
+                Ok(found) => found.map(|(ours, _, _)| ours.hash()),
+                Err(e) => {
+                    tracing::warn!(height = h, "cannot read our block to compare: {e}");
+                    return None;
+                }
+            }
+        };
+        if ours == Some(id.0) {
+            Some(Validity::Valid)
+        } else {
+            tracing::warn!(
+                height = h,
+                "synced block differs from the block we committed"
+            );
+            Some(Validity::Invalid)
+        }
     }
 }
 
