@@ -230,8 +230,10 @@ pub fn HashText(
         Some(h) => view! { <a href=h><code>{shown}</code></a> }.into_any(),
         None => view! { <code>{shown}</code> }.into_any(),
     };
+    // A shortened value is a handful of characters: broken over lines it reads as noise.
+    let class = if full { "hash" } else { "hash short" };
     view! {
-        <span class="hash" title=title>
+        <span class=class title=title>
             {text}
             <button
                 type="button"
