@@ -191,6 +191,21 @@ impl Presigned {
     }
 }
 
+/// CPU time this process has used (user + system), seconds; 0 if unreadable.
+pub fn cpu_seconds() -> f64 {
+    // Fields 14 and 15 of /proc/self/stat, after the parenthesised command name, in clock
+    // ticks (100 per second on Linux).
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
 fn rss_mb() -> f64 {
     proc_status_mb("self", "VmRSS:")
 }
@@ -535,6 +550,11 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     while node.mempool.has_ready() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The last block reaped may still be executing or being written; let it land.
+    while node.tip().height != node.head().height || node.mempool.has_ready() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let total_committed = committed.load(Ordering::Relaxed);
     let rss = rss_mb();
     println!(
@@ -549,6 +569,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let tick = Duration::from_millis(10);
     let per_tick = (rate as f64 * tick.as_secs_f64()).max(1.0);
     let start = Instant::now();
+    let cpu_start = cpu_seconds();
     let mut sent = 0u64;
     let mut waiters = Vec::new();
     let mut interval = tokio::time::interval(tick);
@@ -584,12 +605,13 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     for w in waiters {
         let _ = w.await;
     }
+    let cpu_us_per_tx = (cpu_seconds() - cpu_start) * 1e6 / sent.max(1) as f64;
     let mut lat = latencies.lock().clone();
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     let p50 = percentile(&lat, 0.50);
     let p99 = percentile(&lat, 0.99);
     println!(
-        "phase=latency offered_tx_per_s={offered:.0} committed={} failed={} p50_commit_ms={p50:.0} p99_commit_ms={p99:.0} max_ms={:.0}",
+        "phase=latency offered_tx_per_s={offered:.0} committed={} failed={} p50_commit_ms={p50:.0} p99_commit_ms={p99:.0} max_ms={:.0} cpu_us_per_tx={cpu_us_per_tx:.0}",
         lat.len(),
         failures.load(Ordering::Relaxed),
         lat.last().copied().unwrap_or(0.0)

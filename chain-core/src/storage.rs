@@ -9,6 +9,8 @@
 //! after their block commits; a crash in between leaves rows that the restarted node re-admits
 //! and drops as already committed.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::time::Duration;
 
 use sea_orm::sea_query::{Expr, OnConflict, Query};
@@ -316,10 +318,65 @@ pub struct EventRow {
 #[derive(Clone)]
 pub struct Store {
     db: DatabaseConnection,
+    /// Block commits. On SQLite a single connection of its own with a large page cache:
+    /// SQLite discards a connection's cache whenever another connection changed the file, so
+    /// block writes spread over the shared pool re-read every index page they touch from the
+    /// OS on each block; the one writer keeps them. On PostgreSQL the shared pool.
+    writer: DatabaseConnection,
     /// Where pending (admitted, uncommitted) transactions are kept: a second SQLite file next
     /// to the chain database, or the same PostgreSQL database.
     pending: DatabaseConnection,
+    /// SQLite only: copies of the write-ahead logs into the database files, run beside the
+    /// writers instead of inside their commits.
+    checkpoints: Option<[Checkpointer; 2]>,
 }
+
+/// Runs SQLite's passive WAL checkpoint in the background, at most one at a time per file.
+///
+/// With SQLite's automatic checkpoint, the commit that crosses the WAL size threshold copies
+/// the log into the database file and fsyncs it before returning: for the node that was about
+/// a third of every block commit (and of every admission write), right on the path a client
+/// waits on. A passive checkpoint neither waits for nor blocks readers and writers, so running
+/// it after each commit keeps the log short without making anyone wait. Automatic
+/// checkpoints stay on at a high threshold as a safety net (a checkpoint that cannot finish
+/// because a long read holds old pages).
+#[derive(Clone)]
+struct Checkpointer {
+    db: DatabaseConnection,
+    running: Arc<AtomicBool>,
+}
+
+impl Checkpointer {
+    fn new(db: &DatabaseConnection) -> Self {
+        Self {
+            db: db.clone(),
+            running: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Start a checkpoint unless one is running (the running one will cover this commit's
+    /// pages or the next call will).
+    fn kick(&self) {
+        if self.running.swap(true, AtomicOrdering::AcqRel) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let stmt = sea_orm::Statement::from_string(
+                DbBackend::Sqlite,
+                "PRAGMA wal_checkpoint(PASSIVE)".to_string(),
+            );
+            if let Err(e) = me.db.query_one_raw(stmt).await {
+                tracing::warn!("WAL checkpoint failed (retried after the next commit): {e}");
+            }
+            me.running.store(false, AtomicOrdering::Release);
+        });
+    }
+}
+
+/// WAL pages after which a commit checkpoints by itself (64 MiB; normally the background
+/// checkpoint keeps the log far shorter).
+const WAL_AUTOCHECKPOINT_PAGES: &str = "16384";
 
 /// `sqlite://dir/chain.db?mode=rwc` → `sqlite://dir/chain.pending.db?mode=rwc`.
 fn pending_sqlite_url(url: &str) -> String {
@@ -337,15 +394,40 @@ fn pending_sqlite_url(url: &str) -> String {
     }
 }
 
-async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
+/// What a connection pool is for (SQLite sizes them differently).
+#[derive(Clone, Copy, PartialEq)]
+enum PoolRole {
+    /// Readers and occasional writers: WAL lets API reads proceed while a block commits.
+    Shared,
+    /// One long-lived connection that does the bulk writes, with a page cache that survives
+    /// between them (only writes by other connections invalidate it).
+    Writer,
+}
+
+/// SQLite page cache of the writer connection, KiB (negative `cache_size` means KiB).
+const WRITER_CACHE_KIB: &str = "-32768";
+
+async fn connect(url: &str, role: PoolRole) -> Result<DatabaseConnection, DbErr> {
     let mut opts = ConnectOptions::new(url.to_string());
     opts.sqlx_logging(false)
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(30));
     if url.starts_with("sqlite:") {
-        // One writer plus readers: WAL lets API reads proceed while a block commits.
-        opts.max_connections(8).min_connections(1);
-        opts.map_sqlx_sqlite_opts(|o| {
+        match role {
+            PoolRole::Shared => opts.max_connections(8).min_connections(1),
+            PoolRole::Writer => opts
+                .max_connections(1)
+                .min_connections(1)
+                // The connection (and its cache) is kept for the life of the node.
+                .idle_timeout(None)
+                .max_lifetime(None),
+        };
+        opts.map_sqlx_sqlite_opts(move |o| {
+            let o = if role == PoolRole::Writer {
+                o.pragma("cache_size", WRITER_CACHE_KIB)
+            } else {
+                o
+            };
             o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                 .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(30))
@@ -353,6 +435,7 @@ async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
                 // Statement journals of multi-row inserts would otherwise go to temporary
                 // files: they were the largest share of the node's disk writes.
                 .pragma("temp_store", "memory")
+                .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
         });
     } else {
         opts.max_connections(16).min_connections(1);
@@ -407,18 +490,32 @@ impl Store {
     ///
     /// `url` is `sqlite://path?mode=rwc` or `postgres://…`.
     pub async fn open(url: &str) -> Result<Self, StorageError> {
-        let db = connect(url).await?;
+        let db = connect(url, PoolRole::Shared).await?;
         refuse_retired_schema(&db, migrations::RETIRED_SCHEMA).await?;
         migrations::Migrator::up(&db, None).await?;
+        let writer = if url.starts_with("sqlite:") {
+            connect(url, PoolRole::Writer).await?
+        } else {
+            db.clone()
+        };
         let pending = if url.starts_with("sqlite:") {
-            let p = connect(&pending_sqlite_url(url)).await?;
+            // Admission inserts, commits delete, only a restart reads: one connection.
+            let p = connect(&pending_sqlite_url(url), PoolRole::Writer).await?;
             refuse_retired_schema(&p, migrations::RETIRED_PENDING_SCHEMA).await?;
             migrations::PendingMigrator::up(&p, None).await?;
             p
         } else {
             db.clone()
         };
-        Ok(Self { db, pending })
+        let checkpoints = url
+            .starts_with("sqlite:")
+            .then(|| [Checkpointer::new(&db), Checkpointer::new(&pending)]);
+        Ok(Self {
+            db,
+            writer,
+            pending,
+            checkpoints,
+        })
     }
 
     pub fn conn(&self) -> &DatabaseConnection {
@@ -703,6 +800,9 @@ impl Store {
             txn.execute(&stmt).await?;
         }
         txn.commit().await?;
+        if let Some([_, pending]) = &self.checkpoints {
+            pending.kick();
+        }
         Ok(())
     }
 
@@ -732,7 +832,7 @@ impl Store {
     /// Commit a block and everything it implies atomically.
     pub async fn commit_block(&self, w: &BlockWrite) -> Result<(), StorageError> {
         let t0 = std::time::Instant::now();
-        let txn = self.db.begin().await?;
+        let txn = self.writer.begin().await?;
         let stmt = Query::insert()
             .into_table(block::Entity)
             .columns([
@@ -876,6 +976,9 @@ impl Store {
         }
         let t_nodes = t0.elapsed();
         txn.commit().await?;
+        if let Some([chain, _]) = &self.checkpoints {
+            chain.kick();
+        }
         tracing::debug!(
             height = w.height,
             txs_ms = t_txs.as_millis() as u64,
