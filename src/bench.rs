@@ -477,7 +477,9 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let saturating = Arc::new(AtomicBool::new(true));
     let rejected = Arc::new(AtomicU64::new(0));
     let mut submitters = Vec::new();
-    for _ in 0..128 {
+    // As many concurrent submissions as there are sending accounts (each waits for its
+    // admission, which includes the durable pending-pool write).
+    for _ in 0..a.accounts.max(128) {
         let node = node.clone();
         let rx = feed_rx.clone();
         let saturating = saturating.clone();

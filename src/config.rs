@@ -76,7 +76,7 @@ impl Default for Config {
             listen: "127.0.0.1:8080".into(),
             validator_key: "validator".into(),
             max_tx_bytes: 64 * 1024,
-            max_block_txs: 20_000,
+            max_block_txs: 10_000,
             mempool_max_txs: 200_000,
             min_block_interval_ms: 20,
             empty_block_interval_ms: 2_000,

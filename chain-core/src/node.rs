@@ -28,6 +28,8 @@ use crate::types::{
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub max_tx_bytes: usize,
+    /// Most transactions per block. Larger blocks share more tree nodes per transaction but
+    /// hold more memory while they execute and are written (two are in flight at once).
     pub max_block_txs: usize,
     pub max_block_bytes: usize,
     /// How far in the future a transaction's expiry may be.
@@ -43,7 +45,7 @@ impl Default for NodeConfig {
     fn default() -> Self {
         Self {
             max_tx_bytes: 64 * 1024,
-            max_block_txs: 20_000,
+            max_block_txs: 10_000,
             max_block_bytes: 32 * 1024 * 1024,
             max_expiry_ms: 3600 * 1000,
             max_clock_drift_ms: 10_000,
