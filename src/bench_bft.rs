@@ -63,15 +63,67 @@ fn sign_round(suite: Suite, chain_id: &str, keys: &[SigningKey], round: u64) -> 
     )
 }
 
-async fn post_batch(client: &reqwest::Client, url: &str, txs: &[SignedTx]) -> anyhow::Result<()> {
-    let body = json!({"txs": txs.iter().map(|t| hex::encode(t.bytes())).collect::<Vec<_>>()});
-    let r = client
-        .post(format!("{url}/api/v1/txs/batch"))
-        .json(&body)
-        .send()
-        .await?;
-    anyhow::ensure!(r.status().is_success(), "batch refused: {}", r.status());
-    Ok(())
+/// Submit a batch to one node until every transaction is admitted or refused for good: those
+/// refused because a pool is full are sent again (a gap in an account's nonces would leave all
+/// its later transactions waiting forever). Returns how many were refused for good; the first
+/// few refusals are printed.
+async fn post_batch(
+    client: &reqwest::Client,
+    url: &str,
+    txs: &[SignedTx],
+    refused: &std::sync::atomic::AtomicU64,
+) -> anyhow::Result<u64> {
+    let mut todo: Vec<&SignedTx> = txs.iter().collect();
+    let mut refused_here = 0u64;
+    for attempt in 0..600u32 {
+        if todo.is_empty() {
+            break;
+        }
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let body = json!({"txs": todo.iter().map(|t| hex::encode(t.bytes())).collect::<Vec<_>>()});
+        let r = match client
+            .post(format!("{url}/api/v1/txs/batch"))
+            .json(&body)
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => r,
+            // A full node may refuse the whole request (503): try again.
+            Ok(r) if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE => continue,
+            Ok(r) => anyhow::bail!("batch refused: {}", r.status()),
+            Err(e) => return Err(e.into()),
+        };
+        let v: Value = r.json().await?;
+        let results = v["results"].as_array().cloned().unwrap_or_default();
+        let mut again = Vec::new();
+        for (t, res) in todo.iter().zip(results.iter()) {
+            match res["error"]["code"].as_str() {
+                None => {}
+                Some("mempool_full") => again.push(*t),
+                Some(code) => {
+                    refused_here += 1;
+                    if refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 5 {
+                        eprintln!(
+                            "bench: transaction refused: {code}: {}",
+                            res["error"]["message"].as_str().unwrap_or("")
+                        );
+                    }
+                }
+            }
+        }
+        todo = again;
+    }
+    if !todo.is_empty() {
+        eprintln!(
+            "bench: {} transactions still refused as the pool is full; given up",
+            todo.len()
+        );
+        refused.fetch_add(todo.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        refused_here += todo.len() as u64;
+    }
+    Ok(refused_here)
 }
 
 async fn height(client: &reqwest::Client, url: &str) -> Option<u64> {
@@ -276,6 +328,7 @@ pub async fn run(
     // Senders stop at a backlog of ~40,000 transactions beyond what was committed, so the
     // pools stay full without overflowing.
     let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut senders = Vec::new();
     for s in 0..4usize {
         let client = client.clone();
@@ -283,6 +336,7 @@ pub async fn run(
         let rx = round_rx.clone();
         let sent = sent.clone();
         let commits = commits.clone();
+        let refused = refused.clone();
         senders.push(tokio::spawn(async move {
             let mut k = s;
             // Every signed round is sent (also after the stop), so nonces have no gaps.
@@ -296,7 +350,7 @@ pub async fn run(
                 }
                 let url = &urls[k % urls.len()];
                 k += 1;
-                if post_batch(&client, url, &txs).await.is_ok() {
+                if post_batch(&client, url, &txs, &refused).await.is_ok() {
                     sent.fetch_add(txs.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 }
             }
@@ -383,8 +437,11 @@ pub async fn run(
         let client = client.clone();
         let url = urls[i % urls.len()].clone();
         let chunk = chunk.to_vec();
+        let refused = refused.clone();
         sends.push(tokio::spawn(async move {
-            let _ = post_batch(&client, &url, &chunk).await;
+            if let Err(e) = post_batch(&client, &url, &chunk, &refused).await {
+                eprintln!("bench: a latency-phase batch failed: {e}");
+            }
         }));
     }
     for s in sends {
@@ -412,8 +469,9 @@ pub async fn run(
     lat.sort_by(|a, b| a.total_cmp(b));
     let p = |q: f64| crate::bench::percentile(&lat, q);
     println!(
-        "phase=latency validators={validators} offered_tx_per_s={rate} committed={} of {needed} p50_commit_ms={:.0} p99_commit_ms={:.0} max_ms={:.0}",
+        "phase=latency validators={validators} offered_tx_per_s={rate} committed={} of {needed} refused={} p50_commit_ms={:.0} p99_commit_ms={:.0} max_ms={:.0}",
         lat.len(),
+        refused.load(std::sync::atomic::Ordering::Relaxed),
         p(0.5),
         p(0.99),
         lat.last().copied().unwrap_or(0.0)
