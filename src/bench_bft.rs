@@ -449,7 +449,18 @@ pub async fn run(
     }
     let wait_deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let done: usize = commits.lock().iter().map(|c| c.2.len()).sum();
+        // Only this phase's transactions count: blocks after h0 may still carry a few left
+        // over from the saturation phase, and counting those ended the wait early (the slowest
+        // of this phase then went unmeasured).
+        let done: usize = {
+            let submitted = submitted.lock();
+            commits
+                .lock()
+                .iter()
+                .flat_map(|c| c.2.iter())
+                .filter(|id| submitted.contains_key(*id))
+                .count()
+        };
         if done >= needed || Instant::now() > wait_deadline {
             break;
         }
