@@ -429,7 +429,8 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let presigned = if a.sign_live {
         None
     } else {
-        let wanted = total_target.max((saturate_s + 3) * 20_000) + 60_000;
+        // The pool's backlog and the feeding queue hold some beyond what commits.
+        let wanted = total_target.max((saturate_s + 3) * 20_000) + 2 * SATURATION_BACKLOG as u64;
         let rounds = wanted.div_ceil(keys.len().max(1) as u64);
         eprintln!(
             "bench: signing {} transactions before the clock starts",
