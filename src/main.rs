@@ -559,7 +559,11 @@ async fn spawn_gateway(
     use iot_gateway::gateway::{Gateway, GatewayConfig};
     let (host, port) = mqtt_endpoint(cfg).await?;
     std::fs::create_dir_all(&cfg.data_dir)?;
-    let db = iot_gateway::store::open(&cfg.data_dir.join("gateway.db"))
+    let store_path = cfg.data_dir.join("gateway.db");
+    let db = iot_gateway::store::open(&store_path)
+        .await
+        .context("opening the gateway's store")?;
+    let writer = iot_gateway::store::open_writer(&store_path)
         .await
         .context("opening the gateway's store")?;
     let gw = Arc::new(
@@ -574,7 +578,8 @@ async fn spawn_gateway(
             },
         )
         .await
-        .map_err(|e| anyhow::anyhow!(e))?,
+        .map_err(|e| anyhow::anyhow!(e))?
+        .with_writer(writer),
     );
     tokio::spawn(iot_gateway::mqtt::run_subscriber(
         gw.clone(),

@@ -281,6 +281,8 @@ impl Default for GatewayConfig {
 
 pub struct Gateway {
     db: DatabaseConnection,
+    /// Every write goes through this connection: `db` unless [`Gateway::with_writer`] set one.
+    writer: DatabaseConnection,
     chain: Arc<dyn Chain>,
     sig: SigAlg,
     hash: HashAlg,
@@ -291,6 +293,9 @@ pub struct Gateway {
     not_registered: Mutex<HashMap<String, std::time::Instant>>,
 }
 
+/// Most stored messages per insert statement: 15 values each stay below SQLite's 32,766 bound
+/// parameters (and PostgreSQL's 65,535).
+const ROWS_PER_STATEMENT: usize = 2_000;
 /// How long a device found unregistered is refused without asking the chain again.
 const NOT_REGISTERED_TTL: Duration = Duration::from_secs(1);
 /// At most this many unknown devices are looked up per ingested batch, so that messages
@@ -376,6 +381,7 @@ impl Gateway {
             .outbox
             .set(unbatched as i64 + in_pending.unwrap_or(0));
         let g = Self {
+            writer: db.clone(),
             db,
             chain,
             sig,
@@ -391,6 +397,14 @@ impl Gateway {
             tracing::warn!("loading the device registry: {e}");
         }
         Ok(g)
+    }
+
+    /// Writes through `writer`, one connection of its own to the same store
+    /// ([`store::open_writer`]), so that its page cache survives from one write to the next
+    /// (SQLite drops a connection's cache whenever another connection wrote).
+    pub fn with_writer(mut self, writer: DatabaseConnection) -> Self {
+        self.writer = writer;
+        self
     }
 
     /// Reloads the device registry from the chain (registrations, bindings, revocations).
@@ -487,8 +501,20 @@ impl Gateway {
     pub async fn prepare(&self, msgs: &[Incoming]) -> Prepared {
         let started = std::time::Instant::now();
         self.look_up_unknown(msgs).await;
-        let mut staged = self.verifier.lock().stage_batch(msgs);
-        verify_staged(&mut staged);
+        let staged = self.verifier.lock().stage_batch(msgs);
+        // Off the async workers: they keep receiving and storing meanwhile.
+        let staged = match tokio::task::spawn_blocking(move || {
+            let mut staged = staged;
+            verify_staged(&mut staged);
+            staged
+        })
+        .await
+        {
+            Ok(staged) => staged,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Cancelled: the runtime is shutting down and drops this task with it.
+            Err(_) => std::future::pending().await,
+        };
         Prepared { staged, started }
     }
 
@@ -587,15 +613,20 @@ impl Gateway {
             }
         }
         let stored = rows.len() as i64;
-        // One transaction: the batch is stored whole or not at all (one sync to disk).
-        if !rows.is_empty() {
-            let txn = self.db.begin().await?;
-            // Statements of a few fixed sizes (256, 128, … 1 rows): the database reuses their
-            // prepared form instead of parsing a new statement for every batch size.
+        // Stored whole or not at all, with one sync to disk. A batch that fits in one statement
+        // goes without BEGIN and COMMIT, since one statement is one transaction: each request
+        // to the database costs a hand-over to its thread, which on a busy machine takes as
+        // long as the insert itself, and the acknowledgements wait for all of them.
+        if rows.len() <= ROWS_PER_STATEMENT && !rows.is_empty() {
+            iot_reading::Entity::insert_many(rows)
+                .exec_without_returning(&self.writer)
+                .await?;
+        } else if !rows.is_empty() {
+            let txn = self.writer.begin().await?;
             let mut rest = rows;
             while !rest.is_empty() {
-                let n = 1usize << rest.len().min(256).ilog2();
-                let chunk: Vec<iot_reading::ActiveModel> = rest.drain(..n).collect();
+                let chunk: Vec<iot_reading::ActiveModel> =
+                    rest.drain(..rest.len().min(ROWS_PER_STATEMENT)).collect();
                 iot_reading::Entity::insert_many(chunk)
                     .exec_without_returning(&txn)
                     .await?;
@@ -723,7 +754,7 @@ impl Gateway {
             envelopes: rows.into_iter().map(|r| r.2.into_bytes()).collect(),
         };
         let count = batch.envelopes.len();
-        let txn = self.db.begin().await?;
+        let txn = self.writer.begin().await?;
         iot_batch::Entity::insert(iot_batch::ActiveModel {
             id: Set(id.clone()),
             root: Set(batch.root(self.hash).to_hex()),
@@ -815,7 +846,7 @@ impl Gateway {
                 m.height = Set(Some(c.height as i64));
             }
             iot_batch::Entity::update(m)
-                .exec(&self.db)
+                .exec(&self.writer)
                 .await
                 .map_err(|e| e.to_string())?;
             self.metrics.batches_anchored.inc();

@@ -276,10 +276,24 @@ mod migrations {
 /// Opens (creating if needed) the gateway's SQLite store at `path`: WAL with full fsync, since
 /// a message is acknowledged to the broker as soon as its insert commits.
 pub async fn open(path: &std::path::Path) -> Result<DatabaseConnection, DbErr> {
+    let db = connect(path, 4).await?;
+    migrate(&db).await?;
+    Ok(db)
+}
+
+/// One more connection to the store at `path` (opened with [`open`] first), for the gateway's
+/// writes alone (see [`crate::gateway::Gateway::with_writer`]). SQLite drops a connection's
+/// page cache whenever another connection wrote: writes spread over the pool re-read their
+/// index pages every time, one kept connection keeps them.
+pub async fn open_writer(path: &std::path::Path) -> Result<DatabaseConnection, DbErr> {
+    connect(path, 1).await
+}
+
+async fn connect(path: &std::path::Path, connections: u32) -> Result<DatabaseConnection, DbErr> {
     use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
     let mut opts = sea_orm::ConnectOptions::new(format!("sqlite://{}?mode=rwc", path.display()));
     opts.sqlx_logging(false)
-        .max_connections(4)
+        .max_connections(connections)
         .min_connections(1)
         .acquire_timeout(std::time::Duration::from_secs(30))
         .map_sqlx_sqlite_opts(|o| {
@@ -294,9 +308,11 @@ pub async fn open(path: &std::path::Path) -> Result<DatabaseConnection, DbErr> {
                 .pragma("wal_autocheckpoint", "16384")
                 .pragma("cache_size", "-32768")
         });
-    let db = sea_orm::Database::connect(opts).await?;
-    migrate(&db).await?;
-    Ok(db)
+    if connections == 1 {
+        // The one connection is the point: the pool must not close and reopen it.
+        opts.idle_timeout(None).max_lifetime(None);
+    }
+    sea_orm::Database::connect(opts).await
 }
 
 /// Creates the gateway's tables if needed.
