@@ -173,6 +173,9 @@ pub struct Node {
     next_pending_seq: std::sync::atomic::AtomicI64,
     /// Raw transactions admitted from clients, for relaying to peer nodes.
     admitted: broadcast::Sender<Arc<Vec<Vec<u8>>>>,
+    /// Transactions reloaded from the pending pool at start, for the relay to send to peers
+    /// again: peers keep relayed transactions in memory only.
+    restored: Mutex<Vec<Vec<u8>>>,
     new_tx: tokio::sync::Notify,
     /// Executed blocks not yet decided (own proposals and validated ones), by block hash.
     prepared: Mutex<HashMap<Digest, Prepared>>,
@@ -332,6 +335,7 @@ impl Node {
             pending_rows: Mutex::new(HashMap::new()),
             next_pending_seq: std::sync::atomic::AtomicI64::new(next_pending_seq),
             admitted: broadcast::channel(64).0,
+            restored: Mutex::new(Vec::new()),
             new_tx: tokio::sync::Notify::new(),
             prepared: Mutex::new(HashMap::new()),
             block_lock: tokio::sync::Mutex::new(()),
@@ -381,6 +385,7 @@ impl Node {
         }
         let mut stale = Vec::new();
         let mut kept = 0usize;
+        let mut restored = Vec::new();
         for row in rows {
             let outcome = match SignedTx::decode(&row.raw, self.hash_alg()) {
                 Ok(tx) => {
@@ -390,7 +395,10 @@ impl Node {
                 Err(e) => Err(AdmitError::new("malformed", e.to_string())),
             };
             match outcome {
-                Ok(()) => kept += 1,
+                Ok(()) => {
+                    kept += 1;
+                    restored.push(row.raw);
+                }
                 Err(e) if e.code == "duplicate" => {
                     // Committed just before the restart; its row was not cleared yet.
                     stale.push(row.seq);
@@ -404,7 +412,14 @@ impl Node {
         }
         self.store.pending_delete(&stale).await?;
         tracing::info!(kept, dropped = stale.len(), "reloaded pending transactions");
+        *self.restored.lock() = restored;
         Ok(())
+    }
+
+    /// The transactions reloaded from the pending pool at start (once): the relay sends them
+    /// to peers again, since a peer that restarted meanwhile lost its copy.
+    pub fn take_restored(&self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut *self.restored.lock())
     }
 
     // ---------------------------------------------------------------- admission
@@ -1442,6 +1457,11 @@ async fn admission_worker(node: std::sync::Weak<Node>, mut rx: mpsc::Receiver<Ad
             for j in &accepted {
                 let seq = match j.restored_seq {
                     Some(seq) => seq,
+                    // Relayed by a peer: the node its client used acknowledged it only once it
+                    // was durable there, and relays it again after a restart. Written here
+                    // too, every transaction would cost each node of an n-node chain n writes
+                    // and n deletions; kept in memory, a crash here loses nothing.
+                    None if !j.relay => continue,
                     None => {
                         let seq = node
                             .next_pending_seq

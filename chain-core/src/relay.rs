@@ -31,18 +31,25 @@ pub async fn run(node: Arc<Node>, peers: Vec<String>, mut shutdown: watch::Recei
         }
     };
     let mut rx = node.subscribe_admitted();
+    // What this node acknowledged before a restart goes to the peers again first: they keep
+    // relayed transactions in memory only.
+    let mut restored = node.take_restored();
     loop {
-        let first = tokio::select! {
-            r = rx.recv() => r,
-            _ = shutdown.changed() => return,
-        };
-        let mut batch: Vec<Vec<u8>> = match first {
-            Ok(b) => b.as_ref().clone(),
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!("transaction relay fell behind; {n} batches not relayed");
-                continue;
+        let mut batch: Vec<Vec<u8>> = if restored.is_empty() {
+            let first = tokio::select! {
+                r = rx.recv() => r,
+                _ = shutdown.changed() => return,
+            };
+            match first {
+                Ok(b) => b.as_ref().clone(),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!("transaction relay fell behind; {n} batches not relayed");
+                    continue;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
             }
-            Err(broadcast::error::RecvError::Closed) => return,
+        } else {
+            restored.drain(..restored.len().min(BATCH)).collect()
         };
         while batch.len() < BATCH {
             match rx.try_recv() {
