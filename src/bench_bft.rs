@@ -65,16 +65,15 @@ fn sign_round(suite: Suite, chain_id: &str, keys: &[SigningKey], round: u64) -> 
 
 /// Submit a batch to one node until every transaction is admitted or refused for good: those
 /// refused because a pool is full are sent again (a gap in an account's nonces would leave all
-/// its later transactions waiting forever). Returns how many were refused for good; the first
-/// few refusals are printed.
+/// its later transactions waiting forever). Refusals for good are counted in `refused`; the
+/// first few are printed.
 async fn post_batch(
     client: &reqwest::Client,
     url: &str,
     txs: &[SignedTx],
     refused: &std::sync::atomic::AtomicU64,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<()> {
     let mut todo: Vec<&SignedTx> = txs.iter().collect();
-    let mut refused_here = 0u64;
     for attempt in 0..600u32 {
         if todo.is_empty() {
             break;
@@ -103,8 +102,8 @@ async fn post_batch(
                 None => {}
                 Some("mempool_full") => again.push(*t),
                 Some(code) => {
-                    refused_here += 1;
-                    if refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 5 {
+                    let earlier = refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if earlier < 5 {
                         eprintln!(
                             "bench: transaction refused: {code}: {}",
                             res["error"]["message"].as_str().unwrap_or("")
@@ -121,9 +120,8 @@ async fn post_batch(
             todo.len()
         );
         refused.fetch_add(todo.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        refused_here += todo.len() as u64;
     }
-    Ok(refused_here)
+    Ok(())
 }
 
 async fn height(client: &reqwest::Client, url: &str) -> Option<u64> {
