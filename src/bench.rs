@@ -339,6 +339,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
             a.rate.unwrap_or(2_000),
             a.accounts,
             a.suite,
+            a.sign_live,
         )
         .await;
     }

@@ -31,6 +31,8 @@ const PASS: &str = "bench-passphrase";
 /// Blocks small enough that every validator can re-execute one well within the timeouts while
 /// four nodes share two cores.
 const BFT_MAX_BLOCK_TXS: usize = 4_000;
+/// Transactions the saturation phase keeps sent but not yet committed.
+const SENDER_BACKLOG: u64 = 40_000;
 
 struct Procs(Vec<Child>);
 
@@ -139,11 +141,15 @@ async fn height(client: &reqwest::Client, url: &str) -> Option<u64> {
 /// A block as seen on node 0: when it became readable, its transaction count and ids.
 type CommittedBlock = (Instant, u64, Vec<String>);
 
-/// Follows node 0's chain: per block, its transaction ids and the time it became readable.
+/// Follows node 0's chain: per block, the time it became readable, its transaction count and,
+/// with `with_ids`, its transaction ids. Without ids it reads headers only (a page of them per
+/// poll) — the saturation phase needs only counts, and reading every block's transaction list
+/// would load node 0 with work no client of a real network asks for.
 async fn observe(
     client: reqwest::Client,
     url: String,
     from: u64,
+    with_ids: bool,
     commits: Arc<Mutex<Vec<CommittedBlock>>>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -153,7 +159,38 @@ async fn observe(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        while next <= h {
+        if !with_ids && next <= h {
+            let limit = (h - next + 1).min(100);
+            let page: Option<Value> = match client
+                .get(format!(
+                    "{url}/api/v1/blocks?before={}&limit={limit}",
+                    next + limit
+                ))
+                .send()
+                .await
+            {
+                Ok(r) => r.json().await.ok(),
+                Err(_) => None,
+            };
+            let mut counts: Vec<(u64, u64)> = page
+                .as_ref()
+                .and_then(|p| p["blocks"].as_array())
+                .map(|bs| {
+                    bs.iter()
+                        .filter_map(|b| Some((b["height"].as_u64()?, b["tx_count"].as_u64()?)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            counts.sort_unstable();
+            let now = Instant::now();
+            for (height, n) in counts {
+                if height == next {
+                    commits.lock().push((now, n, Vec::new()));
+                    next += 1;
+                }
+            }
+        }
+        while with_ids && next <= h {
             let Ok(r) = client
                 .get(format!("{url}/api/v1/blocks/{next}"))
                 .send()
@@ -188,6 +225,7 @@ pub async fn run(
     rate: u64,
     accounts: usize,
     suite: Suite,
+    sign_live: bool,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
         (1..=16).contains(&validators),
@@ -302,17 +340,45 @@ pub async fn run(
         client.clone(),
         urls[0].clone(),
         start_height,
+        false,
         commits.clone(),
         obs_stop_rx,
     ));
     let keys = Arc::new(keys);
     let (round_tx, round_rx) = async_channel::bounded::<(u64, Vec<SignedTx>)>(4);
+    // Clients sign on their own machines: unless --sign-live, the rounds the saturation phase
+    // can use (the warm-up and the phase at up to 8,000 tx/s, plus the senders' backlog) are
+    // signed before the clock starts, so signing does not take the validators' cores. Past
+    // them, rounds are signed live.
+    let presigned: Vec<Vec<SignedTx>> = if sign_live {
+        Vec::new()
+    } else {
+        let wanted = (saturate_s + 3) * 8_000 + 2 * SENDER_BACKLOG;
+        let rounds = wanted.div_ceil(keys.len().max(1) as u64);
+        eprintln!(
+            "bench: signing {} transactions before the clock starts",
+            rounds * keys.len() as u64
+        );
+        let (keys, chain_id) = (keys.clone(), chain_id.clone());
+        tokio::task::spawn_blocking(move || {
+            (0..rounds)
+                .map(|r| sign_round(suite, &chain_id, &keys, r))
+                .collect()
+        })
+        .await?
+    };
     let signer = {
         let keys = keys.clone();
         let chain_id = chain_id.clone();
         let stop = stop_rx.clone();
         tokio::task::spawn_blocking(move || {
             let mut round = 0u64;
+            for txs in presigned {
+                if *stop.borrow() || round_tx.send_blocking((round, txs)).is_err() {
+                    return round;
+                }
+                round += 1;
+            }
             while !*stop.borrow() {
                 let txs = sign_round(suite, &chain_id, &keys, round);
                 if round_tx.send_blocking((round, txs)).is_err() {
@@ -323,8 +389,8 @@ pub async fn run(
             round
         })
     };
-    // Senders stop at a backlog of ~40,000 transactions beyond what was committed, so the
-    // pools stay full without overflowing.
+    // Senders stop at a backlog of SENDER_BACKLOG transactions beyond what was committed, so
+    // the pools stay full without overflowing.
     let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut senders = Vec::new();
@@ -341,7 +407,8 @@ pub async fn run(
             while let Ok((_, txs)) = rx.recv().await {
                 loop {
                     let committed: u64 = commits.lock().iter().map(|c| c.1).sum();
-                    if sent.load(std::sync::atomic::Ordering::Relaxed) < committed + 40_000 {
+                    if sent.load(std::sync::atomic::Ordering::Relaxed) < committed + SENDER_BACKLOG
+                    {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -406,6 +473,7 @@ pub async fn run(
         client.clone(),
         urls[0].clone(),
         h0,
+        true,
         commits.clone(),
         stop_rx.clone(),
     ));

@@ -267,8 +267,10 @@ impl ConsensusEngine for BftEngine {
     ) -> Result<(), NodeError> {
         let ctx = Ctx::new(&node.info.chain_id);
         let config = mal_config(&self.settings)?;
-        std::fs::create_dir_all(self.settings.home.join("undecided"))
-            .map_err(|e| NodeError::Internal(format!("consensus directory: {e}")))?;
+        for dir in ["undecided", "decided"] {
+            std::fs::create_dir_all(self.settings.home.join(dir))
+                .map_err(|e| NodeError::Internal(format!("consensus directory: {e}")))?;
+        }
         let mal_node = MalNode {
             home: self.settings.home.clone(),
             config: config.clone(),
@@ -283,6 +285,7 @@ impl ConsensusEngine for BftEngine {
             self.settings.clone(),
         );
         app.load_undecided();
+        app.replay_decided().await?;
         // Without peer discovery, libp2p does not redial a peer whose connection broke (a
         // network partition). A node that sees no progress for this long restarts its engine,
         // which dials every configured peer again; its WAL keeps this height's votes.
@@ -425,6 +428,9 @@ struct PartStream {
 struct Undecided {
     header: BlockHeader,
     txs: Vec<SignedTx>,
+    /// Whether the block is in a file under `undecided/` (proposed or received blocks are;
+    /// synced ones are written only if decided).
+    stored: bool,
 }
 
 struct App {
@@ -551,11 +557,85 @@ impl App {
                 value: id,
                 validity: Validity::Valid,
             });
-            self.blocks.insert(id, Undecided { header, txs });
+            self.blocks.insert(
+                id,
+                Undecided {
+                    header,
+                    txs,
+                    stored: true,
+                },
+            );
         }
     }
 
-    fn persist_undecided(&self, h: u64, r: u32, own: bool, header: &BlockHeader, txs: &[SignedTx]) {
+    fn decided_dir(&self) -> PathBuf {
+        self.settings.home.join("decided")
+    }
+
+    /// Commits the blocks that were decided before a crash but not yet in the database: their
+    /// certificates are under `decided/`, their blocks under `undecided/`. Consensus then
+    /// resumes after the last decided block, where Malachite's WAL holds the votes cast.
+    async fn replay_decided(&mut self) -> Result<(), NodeError> {
+        loop {
+            let h = self.node.head().height + 1;
+            let path = self.decided_dir().join(format!("{h}.cert"));
+            let Ok(bytes) = std::fs::read(&path) else {
+                return Ok(());
+            };
+            let cert = match CommitCertificate::decode(&bytes) {
+                Ok(c) if c.height == h => c,
+                _ => {
+                    // Written with fsync before rename, so a bad file is damage, not a torn write.
+                    tracing::error!(path = %path.display(), "unreadable decided certificate; ignored");
+                    return Ok(());
+                }
+            };
+            let Some(block) = self.blocks.remove(&BlockId(cert.block_hash)) else {
+                tracing::error!(
+                    height = h,
+                    "the block of a decided certificate is missing; syncing it from peers"
+                );
+                return Ok(());
+            };
+            tracing::info!(height = h, "committing a block decided before the restart");
+            self.node.commit(block.header, block.txs, cert).await?;
+            self.node.flush().await;
+            self.prune(h);
+        }
+    }
+
+    /// Makes the decision of height `h` durable without waiting for the database: the block's
+    /// file (written when it was proposed or received; synced blocks now) and its certificate.
+    fn persist_decided(&self, cert: &CommitCertificate, block: &Undecided) -> std::io::Result<()> {
+        use std::io::Write as _;
+        if !block.stored
+            && !self.persist_undecided(cert.height, cert.round, false, &block.header, &block.txs)
+        {
+            return Err(std::io::Error::other(
+                "the decided block could not be written",
+            ));
+        }
+        // The block file's rename must be durable before the certificate that refers to it.
+        std::fs::File::open(self.undecided_dir())?.sync_all()?;
+        let dir = self.decided_dir();
+        let path = dir.join(format!("{}.cert", cert.height));
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&cert.encode())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(&dir)?.sync_all()
+    }
+
+    /// Writes a proposed or received block to `undecided/`; false (logged) if it could not.
+    fn persist_undecided(
+        &self,
+        h: u64,
+        r: u32,
+        own: bool,
+        header: &BlockHeader,
+        txs: &[SignedTx],
+    ) -> bool {
         let kind = if own { "own" } else { "peer" };
         let name = format!("{h}-{r}-{kind}-{}.blk", &header.hash().to_hex()[..16]);
         let path = self.undecided_dir().join(name);
@@ -568,25 +648,35 @@ impl App {
             f.sync_all()?;
             std::fs::rename(&tmp, &path)
         })();
-        if let Err(e) = res {
-            tracing::error!("could not persist an undecided block: {e}");
+        match res {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!("could not persist an undecided block: {e}");
+                false
+            }
         }
     }
 
-    fn prune(&mut self, committed: u64) {
-        self.blocks.retain(|_, b| b.header.height > committed);
-        self.values.retain(|(h, _), _| *h > committed);
-        self.own.retain(|(h, _), _| *h > committed);
+    fn prune(&mut self, decided: u64) {
+        self.blocks.retain(|_, b| b.header.height > decided);
+        self.values.retain(|(h, _), _| *h > decided);
+        self.own.retain(|(h, _), _| *h > decided);
         self.streams
-            .retain(|_, s| s.height.is_none_or(|h| h > committed));
-        if let Ok(dir) = std::fs::read_dir(self.undecided_dir()) {
-            for entry in dir.flatten() {
+            .retain(|_, s| s.height.is_none_or(|h| h > decided));
+        // Files go once their block is in the database: until then they are how a restarted
+        // node finds the decided block.
+        let stored = self.node.tip().height.min(decided);
+        for dir in [self.undecided_dir(), self.decided_dir()] {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
                 let name = entry.file_name();
                 let h = name
                     .to_str()
-                    .and_then(|n| n.split('-').next())
+                    .and_then(|n| n.split(['-', '.']).next())
                     .and_then(|h| h.parse::<u64>().ok());
-                if h.is_some_and(|h| h <= committed) {
+                if h.is_some_and(|h| h <= stored) {
                     let _ = std::fs::remove_file(entry.path());
                 }
             }
@@ -769,7 +859,7 @@ impl App {
             proposed.header.state_root.bytes[0] ^= 0xff;
         }
         let id = BlockId(proposed.header.hash());
-        self.persist_undecided(h, r, true, &proposed.header, &proposed.txs);
+        let stored = self.persist_undecided(h, r, true, &proposed.header, &proposed.txs);
         self.own.insert((h, r), id);
         self.values.entry((h, r)).or_default().push(ProposedValue {
             height: Height(h),
@@ -784,6 +874,7 @@ impl App {
             Undecided {
                 header: proposed.header,
                 txs: proposed.txs,
+                stored,
             },
         );
         Some(id)
@@ -980,8 +1071,15 @@ impl App {
             }
         };
         if validity.is_valid() && !self.blocks.contains_key(&id) {
-            self.persist_undecided(h, r, false, &header, &txs);
-            self.blocks.insert(id, Undecided { header, txs });
+            let stored = self.persist_undecided(h, r, false, &header, &txs);
+            self.blocks.insert(
+                id,
+                Undecided {
+                    header,
+                    txs,
+                    stored,
+                },
+            );
         }
         let value = ProposedValue {
             height,
@@ -1022,24 +1120,25 @@ impl App {
             block_hash: id.0,
             signatures,
         };
-        let header = block.header.clone();
         if let Err(e) = self
             .node
-            .commit(block.header, block.txs.clone(), ours)
+            .commit(block.header.clone(), block.txs.clone(), ours.clone())
             .await
         {
-            self.blocks.insert(
-                id,
-                Undecided {
-                    header,
-                    txs: block.txs,
-                },
-            );
+            self.blocks.insert(id, block);
             return Err(e);
         }
-        // The decision must be durable before consensus moves on: after a crash the node
-        // restarts at the height after its last stored block.
-        self.node.flush().await;
+        // The decision must be durable before consensus moves on: a restarted node resumes
+        // after its last decided block. Its certificate on disk (the block is there already)
+        // is enough, so the database write overlaps the next height; only if that file cannot
+        // be written does consensus wait for the database.
+        if let Err(e) = self.persist_decided(&ours, &block) {
+            tracing::warn!(
+                height = ours.height,
+                "could not write the decided certificate ({e}); waiting for the database"
+            );
+            self.node.flush().await;
+        }
         Ok(())
     }
 
@@ -1103,7 +1202,14 @@ impl App {
             }
         };
         if validity.is_valid() && !decided_already {
-            self.blocks.insert(id, Undecided { header, txs });
+            self.blocks.insert(
+                id,
+                Undecided {
+                    header,
+                    txs,
+                    stored: false,
+                },
+            );
         }
         Some(ProposedValue {
             height: Height(h),
