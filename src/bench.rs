@@ -331,16 +331,16 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         .await;
     }
     if let Some(n) = a.validators {
-        return crate::bench_bft::run(
-            n,
-            a.quick,
-            a.duration,
-            a.latency_duration,
-            a.rate.unwrap_or(2_000),
-            a.accounts,
-            a.suite,
-            a.sign_live,
-        )
+        return crate::bench_bft::run(crate::bench_bft::BftBenchArgs {
+            validators: n,
+            quick: a.quick,
+            duration: a.duration,
+            latency_duration: a.latency_duration,
+            rate: a.rate.unwrap_or(2_000),
+            accounts: a.accounts,
+            suite: a.suite,
+            sign_live: a.sign_live,
+        })
         .await;
     }
     let rate = a.rate.unwrap_or(5_000);

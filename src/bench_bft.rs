@@ -217,16 +217,33 @@ async fn observe(
     }
 }
 
-pub async fn run(
-    validators: usize,
-    quick: bool,
-    duration: Option<u64>,
-    latency_duration: Option<u64>,
-    rate: u64,
-    accounts: usize,
-    suite: Suite,
-    sign_live: bool,
-) -> anyhow::Result<()> {
+/// What `trellis bench --validators N` runs with (from the command line).
+pub struct BftBenchArgs {
+    pub validators: usize,
+    pub quick: bool,
+    /// Seconds of the saturation phase (default 60; quick 20).
+    pub duration: Option<u64>,
+    /// Seconds of the latency phase (default 20; quick 10).
+    pub latency_duration: Option<u64>,
+    /// Offered load of the latency phase, transactions per second.
+    pub rate: u64,
+    pub accounts: usize,
+    pub suite: Suite,
+    /// Sign the saturation phase's transactions during the run instead of before it.
+    pub sign_live: bool,
+}
+
+pub async fn run(a: BftBenchArgs) -> anyhow::Result<()> {
+    let BftBenchArgs {
+        validators,
+        quick,
+        duration,
+        latency_duration,
+        rate,
+        accounts,
+        suite,
+        sign_live,
+    } = a;
     anyhow::ensure!(
         (1..=16).contains(&validators),
         "--validators must be 1 to 16"

@@ -503,6 +503,42 @@ async fn four_validators_survive_crashes_and_halt_safely_without_quorum() {
         eprintln!("bft cycle {cycle}: killed node {victim}; all nodes at ≥ {target}");
     }
 
+    // A validator that dies the instant a height is decided — its certificate on disk, the
+    // block not yet in its database — commits that block when it restarts, then catches up.
+    let victim = 1;
+    net.kill9(victim);
+    net.env.insert(
+        victim,
+        ("TRELLIS_TEST_CRASH".into(), "after-decision".into()),
+    );
+    net.start(victim);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let exited = net.procs[victim]
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+        if exited {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node started to crash at a decision did not"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    net.procs[victim] = None;
+    net.env.remove(&victim);
+    net.start(victim);
+    let live: Vec<usize> = (0..NODES).filter(|i| *i != victim).collect();
+    let target = net.max_height(&live).await;
+    net.wait_height(victim, target, Duration::from_secs(90))
+        .await;
+    let log = std::fs::read_to_string(net.node_dir(victim).join("node.log")).unwrap_or_default();
+    assert!(
+        log.contains("committing a block decided before the restart"),
+        "the restarted node did not commit the block it had decided"
+    );
+
     // A new node joining late catches up from its peers and verifies every block.
     net.start(observer);
     let target = net.max_height(&[0, 1, 2, 3]).await;

@@ -1120,6 +1120,12 @@ impl App {
             block_hash: id.0,
             signatures,
         };
+        if crash_after_decision_test_mode() {
+            // Test builds only: die with the decision on disk and the database behind, as a
+            // crash at that instant would, so the test can check that a restart commits it.
+            let _ = self.persist_decided(&ours, &block);
+            std::process::abort();
+        }
         if let Err(e) = self
             .node
             .commit(block.header.clone(), block.txs.clone(), ours.clone())
@@ -1254,6 +1260,13 @@ impl App {
 fn byzantine_test_mode() -> bool {
     cfg!(debug_assertions)
         && std::env::var("TRELLIS_TEST_BYZANTINE").is_ok_and(|v| v == "invalid-proposal")
+}
+
+/// Debug builds started with TRELLIS_TEST_CRASH=after-decision abort at the first block they
+/// decide, right after writing its certificate (for the recovery test). Release builds never do.
+fn crash_after_decision_test_mode() -> bool {
+    cfg!(debug_assertions)
+        && std::env::var("TRELLIS_TEST_CRASH").is_ok_and(|v| v == "after-decision")
 }
 
 /// Misbehaviour seen by this node (invalid proposals signed by their proposer), appended to
