@@ -547,8 +547,8 @@ async fn trace_app(
     }))
 }
 
-/// The gateway's pipeline over its durable store `<data>/gateway.db`, with MQTT ingestion and
-/// the anchoring loop running until `stop`.
+/// The gateway's pipeline over its durable store `<data>/gateway.db` and inbox
+/// `<data>/gateway.inbox.db`, with MQTT ingestion and the anchoring loop running until `stop`.
 async fn spawn_gateway(
     cfg: &Config,
     chain: Arc<dyn iot_gateway::gateway::Chain>,
@@ -581,8 +581,12 @@ async fn spawn_gateway(
         .map_err(|e| anyhow::anyhow!(e))?
         .with_writer(writer),
     );
+    let inbox = iot_gateway::inbox::Inbox::open(&cfg.data_dir.join("gateway.inbox.db"))
+        .await
+        .context("opening the gateway's inbox")?;
     tokio::spawn(iot_gateway::mqtt::run_subscriber(
         gw.clone(),
+        Arc::new(inbox),
         host.clone(),
         port,
         client_id,

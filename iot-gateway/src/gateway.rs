@@ -3,7 +3,8 @@
 //! root on chain with the gateway's key, report lot-bound readings to the traceability
 //! contract's cold-chain rule, and prove any stored reading.
 //!
-//! Crash safety: a message is stored before it is acknowledged; a batch is recorded (with its
+//! Crash safety: a message is stored before it leaves the inbox (`crate::inbox`, where it is
+//! before the broker is acknowledged); a batch is recorded (with its
 //! members and root) before it is anchored, under an id derived from its first message, and
 //! the chain anchors an id once — so after a crash at any point the same batch is anchored
 //! exactly once and no accepted reading is lost.
@@ -488,8 +489,8 @@ impl Gateway {
         out
     }
 
-    /// Verifies messages and stores the accepted ones; returns when they are durable (then the
-    /// broker may be acknowledged). One result per message, in order.
+    /// Verifies messages and stores the accepted ones; returns when they are durable. One
+    /// result per message, in order.
     pub async fn ingest(&self, msgs: &[Incoming]) -> Result<Vec<Result<(), Reject>>, DbErr> {
         let prepared = self.prepare(msgs).await;
         self.commit(msgs, prepared).await
@@ -616,7 +617,7 @@ impl Gateway {
         // Stored whole or not at all, with one sync to disk. A batch that fits in one statement
         // goes without BEGIN and COMMIT, since one statement is one transaction: each request
         // to the database costs a hand-over to its thread, which on a busy machine takes as
-        // long as the insert itself, and the acknowledgements wait for all of them.
+        // long as the insert itself.
         if rows.len() <= ROWS_PER_STATEMENT && !rows.is_empty() {
             iot_reading::Entity::insert_many(rows)
                 .exec_without_returning(&self.writer)

@@ -1,18 +1,20 @@
 //! MQTT: the embedded broker (rumqttd) for the default, nothing-external run, and the
 //! subscriber that feeds the gateway's pipeline (rumqttc, QoS 1). A message is acknowledged
-//! to the broker only after the gateway stored it, so the broker redelivers whatever a crash
-//! interrupted; the store keeps one copy per device counter.
+//! to the broker only once it is in the gateway's inbox on disk, so a crash loses nothing: the
+//! broker redelivers what was not yet acknowledged, the inbox what was not yet stored, and the
+//! store keeps one copy per device counter.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use chain_core::node::now_ms;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::gateway::{Gateway, Prepared};
+use crate::inbox::Inbox;
 use crate::verify::Incoming;
 
 /// Topics the gateway subscribes to.
@@ -80,43 +82,115 @@ struct Received {
     connection: u64,
 }
 
+/// Messages in the inbox (acknowledged), in arrival order, the inbox sequence number of the
+/// last of them, and their share of [`HELD_IN_MEMORY`].
+struct Held {
+    msgs: Vec<Incoming>,
+    last_seq: i64,
+    permit: OwnedSemaphorePermit,
+}
+
+/// Held messages, verified up to their counters.
+struct PreparedBatch {
+    msgs: Vec<Incoming>,
+    prepared: Prepared,
+    last_seq: i64,
+    permit: OwnedSemaphorePermit,
+}
+
+/// Most acknowledged messages waiting in memory to be stored. When verification and the store
+/// fall behind, the gateway stops taking messages in and the backlog waits at the broker
+/// rather than in the gateway's memory.
+const HELD_IN_MEMORY: usize = 2_000;
+
+/// Most messages appended to the inbox at once.
+const APPEND_MAX: usize = 1_000;
+
 /// Subscribes to the device topics on `host:port` and feeds the gateway until `stop`.
 ///
 /// One session, so each device's messages arrive in the order it published them (the counter
 /// check depends on it; several sessions in a shared subscription would interleave them).
 /// Brokers cap the QoS 1 messages a session may leave unacknowledged (rumqttd: 100;
 /// Mosquitto: `max_inflight_messages`, 20 unless configured), so the rate is that window over
-/// the time to acknowledge. Three tasks overlap that time: the session hands messages to a
-/// preparing task, which takes whatever has arrived (up to 2,000) and verifies its signatures
-/// while a storing task checks the counters of the batch before, stores it durably and only
-/// then acknowledges it.
+/// the time to acknowledge. A message is therefore acknowledged as soon as it is in the
+/// `inbox` on disk; then, from memory and in arrival order, a preparing task verifies the
+/// signatures of whatever has arrived while a storing task checks the counters of the batch
+/// before and stores it. What the inbox held at start (a crash came between the append and the
+/// store) goes through first.
 pub async fn run_subscriber(
     gateway: Arc<Gateway>,
+    inbox: Arc<Inbox>,
     host: String,
     port: u16,
     client_id: String,
     stop: watch::Receiver<bool>,
 ) {
-    let (tx, rx) = mpsc::channel::<Received>(20_000);
-    tokio::spawn(receive(host, port, client_id, tx, stop.clone()));
-    // After a failed store, what the same connection delivered next is dropped unacknowledged
-    // too: the broker redelivers it all, in order, on the next connection.
-    let dropped_connection = Arc::new(AtomicU64::new(0));
+    let held_at_start = match inbox.held().await {
+        Ok(h) => h,
+        Err(e) => {
+            // Starting without it could store later messages before earlier ones.
+            tracing::error!("reading the gateway's inbox: {e}; not subscribing");
+            return;
+        }
+    };
+    let in_memory = Arc::new(Semaphore::new(HELD_IN_MEMORY));
+    let (held_tx, held_rx) = mpsc::channel::<Held>(HELD_IN_MEMORY);
     // Batches verified while one is being stored wait here; the next store takes them all.
     let (prepared_tx, mut prepared_rx) = mpsc::channel::<PreparedBatch>(64);
     tokio::spawn(prepare_batches(
         gateway.clone(),
-        rx,
+        held_rx,
         prepared_tx,
-        dropped_connection.clone(),
         stop.clone(),
     ));
+    let processed = Arc::new(AtomicI64::new(0));
+    tokio::spawn(release_inbox(
+        inbox.clone(),
+        processed.clone(),
+        stop.clone(),
+    ));
+    if !held_at_start.is_empty() {
+        tracing::info!(
+            messages = held_at_start.len(),
+            "storing what the gateway's inbox held at start"
+        );
+    }
+    // In a task of its own: the storing loop below makes room in memory for the next chunk.
+    let feed = {
+        let stop = stop.clone();
+        async move {
+            for chunk in held_at_start.chunks(APPEND_MAX) {
+                let Ok(permit) = in_memory
+                    .clone()
+                    .acquire_many_owned(chunk.len() as u32)
+                    .await
+                else {
+                    return;
+                };
+                let held = Held {
+                    last_seq: chunk.last().map_or(0, |(seq, _)| *seq),
+                    msgs: chunk.iter().map(|(_, m)| m.clone()).collect(),
+                    permit,
+                };
+                if held_tx.send(held).await.is_err() {
+                    return;
+                }
+            }
+            drop(held_at_start);
+            // Only now: what the broker delivers comes after what the inbox held.
+            let (tx, rx) = mpsc::channel::<Received>(20_000);
+            tokio::spawn(receive(host, port, client_id, tx, stop.clone()));
+            append_to_inbox(inbox, in_memory, rx, held_tx, stop).await;
+        }
+    };
+    tokio::spawn(feed);
     let mut stop = stop;
     loop {
         let PreparedBatch {
-            mut received,
             mut msgs,
             mut prepared,
+            mut last_seq,
+            mut permit,
         } = tokio::select! {
             b = prepared_rx.recv() => match b {
                 Some(b) => b,
@@ -124,66 +198,54 @@ pub async fn run_subscriber(
             },
             _ = stop.changed() => return,
         };
-        // Whatever else is verified joins this store: the broker's window of unacknowledged
-        // messages is shared by the batches in the pipeline, so one sync to disk for all of
-        // them is what keeps the rate up.
-        while received.len() < 20_000 {
+        // Whatever else is verified joins this store: one sync to disk for all of them.
+        while msgs.len() < HELD_IN_MEMORY {
             match prepared_rx.try_recv() {
                 Ok(more) => {
-                    received.extend(more.received);
                     msgs.extend(more.msgs);
                     prepared.append(more.prepared);
+                    last_seq = more.last_seq;
+                    permit.merge(more.permit);
                 }
                 Err(_) => break,
             }
         }
-        let dropped = dropped_connection.load(Ordering::SeqCst);
-        if received.iter().any(|m| m.connection <= dropped) {
-            let keep: Vec<bool> = received.iter().map(|m| m.connection > dropped).collect();
-            prepared = prepared.keep(&keep);
-            let mut k = keep.iter();
-            msgs.retain(|_| k.next().copied().unwrap_or(false));
-            received.retain(|m| m.connection > dropped);
-            if received.is_empty() {
-                continue;
-            }
-        }
-        match gateway.commit(&msgs, prepared).await {
-            Ok(_) => {
-                // Stored (or refused for good): now the broker may forget them.
-                for m in &received {
-                    if let Err(e) = m.client.ack(&m.publish).await {
-                        tracing::warn!("acknowledging: {e}");
+        // The messages are acknowledged already (the inbox holds them), so a store that fails
+        // is tried again, these messages before any later ones.
+        let mut attempt = 0u32;
+        loop {
+            match gateway.commit(&msgs, prepared).await {
+                Ok(_) => break,
+                Err(e) => {
+                    attempt += 1;
+                    tracing::error!(attempt, "storing device messages: {e}; retrying");
+                    let wait = Duration::from_millis(200 * u64::from(attempt.min(25)));
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = stop.changed() => return,
                     }
+                    // The failed store rolled the counters back: verify again from the start.
+                    prepared = gateway.prepare(&msgs).await;
                 }
             }
-            Err(e) => {
-                // Not stored: no acknowledgement; the broker redelivers after a reconnect.
-                tracing::error!("storing device messages: {e}");
-                let connection = received.iter().map(|m| m.connection).max().unwrap_or(0);
-                dropped_connection.fetch_max(connection, Ordering::SeqCst);
-                let _ = received[0].client.disconnect().await;
-            }
         }
+        processed.store(last_seq, Ordering::SeqCst);
+        drop(permit);
     }
 }
 
-/// A batch of received messages, verified up to its counters.
-struct PreparedBatch {
-    received: Vec<Received>,
-    msgs: Vec<Incoming>,
-    prepared: Prepared,
-}
-
-/// Takes whatever has arrived (up to 2,000 messages) and verifies it, one batch ahead of the
-/// storing task.
-async fn prepare_batches(
-    gateway: Arc<Gateway>,
+/// Takes whatever the MQTT session delivered (up to [`APPEND_MAX`] messages), appends it to the
+/// inbox and acknowledges it, then hands it to the preparing task. After a failed append, what the same
+/// connection delivered next is dropped unacknowledged too: the broker redelivers it all, in
+/// order, on the next connection.
+async fn append_to_inbox(
+    inbox: Arc<Inbox>,
+    in_memory: Arc<Semaphore>,
     mut rx: mpsc::Receiver<Received>,
-    out: mpsc::Sender<PreparedBatch>,
-    dropped_connection: Arc<AtomicU64>,
+    out: mpsc::Sender<Held>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut dropped_connection = 0u64;
     loop {
         let first = tokio::select! {
             m = rx.recv() => match m {
@@ -193,17 +255,24 @@ async fn prepare_batches(
             _ = stop.changed() => return,
         };
         let mut received = vec![first];
-        while received.len() < 2_000 {
+        while received.len() < APPEND_MAX {
             match rx.try_recv() {
                 Ok(m) => received.push(m),
                 Err(_) => break,
             }
         }
-        let dropped = dropped_connection.load(Ordering::SeqCst);
-        received.retain(|m| m.connection > dropped);
+        received.retain(|m| m.connection > dropped_connection);
         if received.is_empty() {
             continue;
         }
+        // Wait for room in memory before acknowledging more.
+        let permit = tokio::select! {
+            p = in_memory.clone().acquire_many_owned(received.len() as u32) => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = stop.changed() => return,
+        };
         let now = now_ms() as i64;
         let msgs: Vec<Incoming> = received
             .iter()
@@ -214,14 +283,94 @@ async fn prepare_batches(
                 redelivered: m.publish.dup,
             })
             .collect();
+        match inbox.append(&msgs).await {
+            Ok(last_seq) => {
+                // On disk: now the broker may forget them.
+                for m in &received {
+                    if let Err(e) = m.client.ack(&m.publish).await {
+                        tracing::warn!("acknowledging: {e}");
+                    }
+                }
+                let held = Held {
+                    msgs,
+                    last_seq,
+                    permit,
+                };
+                if out.send(held).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                // Not held: no acknowledgement; the broker redelivers after a reconnect.
+                tracing::error!("appending device messages to the inbox: {e}");
+                dropped_connection = received.iter().map(|m| m.connection).max().unwrap_or(0);
+                let _ = received[0].client.disconnect().await;
+            }
+        }
+    }
+}
+
+/// Takes whatever is held (up to [`APPEND_MAX`] messages) and verifies it, one batch ahead of the
+/// storing task.
+async fn prepare_batches(
+    gateway: Arc<Gateway>,
+    mut rx: mpsc::Receiver<Held>,
+    out: mpsc::Sender<PreparedBatch>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let Held {
+            mut msgs,
+            mut last_seq,
+            mut permit,
+        } = tokio::select! {
+            m = rx.recv() => match m {
+                Some(m) => m,
+                None => return,
+            },
+            _ = stop.changed() => return,
+        };
+        while msgs.len() < APPEND_MAX {
+            match rx.try_recv() {
+                Ok(more) => {
+                    msgs.extend(more.msgs);
+                    last_seq = more.last_seq;
+                    permit.merge(more.permit);
+                }
+                Err(_) => break,
+            }
+        }
         let prepared = gateway.prepare(&msgs).await;
         let batch = PreparedBatch {
-            received,
             msgs,
             prepared,
+            last_seq,
+            permit,
         };
         if out.send(batch).await.is_err() {
             return;
+        }
+    }
+}
+
+/// Every quarter second, forgets the inbox's messages that are stored (or refused for good).
+async fn release_inbox(
+    inbox: Arc<Inbox>,
+    processed: Arc<AtomicI64>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut released = 0i64;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = stop.changed() => return,
+        }
+        let through = processed.load(Ordering::SeqCst);
+        if through > released {
+            match inbox.release(through).await {
+                Ok(()) => released = through,
+                Err(e) => tracing::warn!("releasing stored messages from the inbox: {e}"),
+            }
         }
     }
 }

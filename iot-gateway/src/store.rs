@@ -1,8 +1,8 @@
 //! The gateway's durable store: every accepted message (the outbox until its batch is
-//! anchored) and the batches. A message is acknowledged to the broker only once it is here, so
-//! nothing accepted is lost. A message is stored once: the verifier accepts a device counter
-//! only above the last one stored (restored from here at start, rolled back when a store
-//! fails), so a redelivered message is refused before it gets here.
+//! anchored) and the batches. A message leaves the gateway's inbox (`crate::inbox`) only once
+//! it is here, so nothing accepted is lost. A message is stored once: the verifier accepts a
+//! device counter only above the last one stored (restored from here at start, rolled back when
+//! a store fails), so a redelivered message is refused before it gets here.
 
 use sea_orm::{DatabaseConnection, DbErr};
 use sea_orm_migration::prelude::*;
@@ -18,8 +18,8 @@ pub mod entities {
             pub id: i64,
             /// `{did}#{seq}`, unique by the counter check. Indexed only once the message's
             /// batch closes (a partial index, see migration M0004): a unique index written at
-            /// insert costs a random page write per message on the path that acknowledges
-            /// them, and only closed batches have proofs to look up.
+            /// insert costs a random page write per stored message, and only closed batches
+            /// have proofs to look up.
             pub reading_key: String,
             /// Not indexed: an index keyed by device takes a random page write per stored
             /// message; only the start-up scan for each device's last counter reads by device.
@@ -273,10 +273,13 @@ mod migrations {
     }
 }
 
+/// SQLite's page cache per connection of the store.
+const STORE_CACHE_KIB: u32 = 32 * 1024;
+
 /// Opens (creating if needed) the gateway's SQLite store at `path`: WAL with full fsync, since
-/// a message is acknowledged to the broker as soon as its insert commits.
+/// a message leaves the inbox as soon as its insert commits.
 pub async fn open(path: &std::path::Path) -> Result<DatabaseConnection, DbErr> {
-    let db = connect(path, 4).await?;
+    let db = connect(path, 4, STORE_CACHE_KIB).await?;
     migrate(&db).await?;
     Ok(db)
 }
@@ -286,17 +289,22 @@ pub async fn open(path: &std::path::Path) -> Result<DatabaseConnection, DbErr> {
 /// page cache whenever another connection wrote: writes spread over the pool re-read their
 /// index pages every time, one kept connection keeps them.
 pub async fn open_writer(path: &std::path::Path) -> Result<DatabaseConnection, DbErr> {
-    connect(path, 1).await
+    connect(path, 1, STORE_CACHE_KIB).await
 }
 
-async fn connect(path: &std::path::Path, connections: u32) -> Result<DatabaseConnection, DbErr> {
+/// `cache_kib`: SQLite's page cache per connection.
+pub(crate) async fn connect(
+    path: &std::path::Path,
+    connections: u32,
+    cache_kib: u32,
+) -> Result<DatabaseConnection, DbErr> {
     use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
     let mut opts = sea_orm::ConnectOptions::new(format!("sqlite://{}?mode=rwc", path.display()));
     opts.sqlx_logging(false)
         .max_connections(connections)
         .min_connections(1)
         .acquire_timeout(std::time::Duration::from_secs(30))
-        .map_sqlx_sqlite_opts(|o| {
+        .map_sqlx_sqlite_opts(move |o| {
             o.journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(std::time::Duration::from_secs(30))
@@ -306,7 +314,7 @@ async fn connect(path: &std::path::Path, connections: u32) -> Result<DatabaseCon
                 // checkpoint, run by whichever commit crosses the limit, is only a backstop,
                 // so that storing device messages does not wait for it.
                 .pragma("wal_autocheckpoint", "16384")
-                .pragma("cache_size", "-32768")
+                .pragma("cache_size", format!("-{cache_kib}"))
         });
     if connections == 1 {
         // The one connection is the point: the pool must not close and reopen it.

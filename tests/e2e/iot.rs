@@ -134,6 +134,15 @@ async fn open_gateway(node: &TestNode, batch_wait: Duration) -> Gateway {
     .expect("gateway")
 }
 
+/// The gateway's inbox beside its store.
+async fn open_inbox(node: &TestNode) -> Arc<iot_gateway::inbox::Inbox> {
+    Arc::new(
+        iot_gateway::inbox::Inbox::open(&node.dir.path().join("gateway.inbox.db"))
+            .await
+            .expect("gateway inbox"),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readings_are_verified_stored_anchored_reported_and_proven() {
     let (node, probe, revoked) = setup().await;
@@ -325,6 +334,7 @@ async fn mqtt_round_trip(
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let sub = tokio::spawn(iot_gateway::mqtt::run_subscriber(
         gw.clone(),
+        open_inbox(node).await,
         host.to_string(),
         port,
         format!("trellis-gw-test-{}", crate::common::rand_suffix()),
@@ -427,6 +437,7 @@ async fn mqtt_readings_reach_the_chain_through_the_embedded_broker_and_mosquitto
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let sub = tokio::spawn(iot_gateway::mqtt::run_subscriber(
         gw.clone(),
+        open_inbox(&node).await,
         "127.0.0.1".into(),
         1883,
         format!("trellis-gw-cli-{}", crate::common::rand_suffix()),
@@ -615,6 +626,7 @@ async fn the_simulator_drives_the_gateway_with_good_and_bad_readings() {
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let sub = tokio::spawn(iot_gateway::mqtt::run_subscriber(
         gw.clone(),
+        open_inbox(&node).await,
         "127.0.0.1".into(),
         port,
         "gw-sim-test".into(),
