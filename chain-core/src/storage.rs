@@ -404,6 +404,12 @@ enum PoolRole {
     Writer,
 }
 
+/// Prepared statements each SQLite connection keeps (sqlx's default is 100). Multi-row inserts
+/// and `IN (…)` lookups of every size are distinct statements, and one with thousands of
+/// parameters holds as much memory as its thousands of values: a hundred of them per connection
+/// was a large share of the node's memory. A few dozen keep the repeated ones.
+pub const STATEMENT_CACHE: usize = 24;
+
 /// SQLite page cache of the writer connection, KiB (negative `cache_size` means KiB).
 const WRITER_CACHE_KIB: &str = "-32768";
 
@@ -436,6 +442,7 @@ async fn connect(url: &str, role: PoolRole) -> Result<DatabaseConnection, DbErr>
                 // files: they were the largest share of the node's disk writes.
                 .pragma("temp_store", "memory")
                 .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
+                .statement_cache_capacity(STATEMENT_CACHE)
         });
     } else {
         opts.max_connections(16).min_connections(1);

@@ -315,6 +315,8 @@ pub(crate) async fn connect(
                 // so that storing device messages does not wait for it.
                 .pragma("wal_autocheckpoint", "16384")
                 .pragma("cache_size", format!("-{cache_kib}"))
+                // Each batch size is a statement of its own (see the chain's storage).
+                .statement_cache_capacity(chain_core::storage::STATEMENT_CACHE)
         });
     if connections == 1 {
         // The one connection is the point: the pool must not close and reopen it.
