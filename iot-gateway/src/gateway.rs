@@ -315,17 +315,6 @@ impl Prepared {
     pub fn append(&mut self, later: Prepared) {
         self.staged.extend(later.staged);
     }
-
-    /// Only the messages whose `keep` is true (the rest will be delivered again).
-    pub fn keep(self, keep: &[bool]) -> Prepared {
-        let mut k = keep.iter();
-        let mut staged = self.staged;
-        staged.retain(|_| k.next().copied().unwrap_or(false));
-        Prepared {
-            staged,
-            started: self.started,
-        }
-    }
 }
 
 /// What the gateway has seen of one device since it started (the device page shows it).
