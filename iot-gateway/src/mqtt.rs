@@ -90,12 +90,52 @@ struct Held {
     permit: OwnedSemaphorePermit,
 }
 
+impl Held {
+    /// Takes in the messages held after these.
+    fn absorb(&mut self, later: Held) {
+        self.msgs.extend(later.msgs);
+        self.last_seq = later.last_seq;
+        self.permit.merge(later.permit);
+    }
+}
+
 /// Held messages, verified up to their counters.
 struct PreparedBatch {
     msgs: Vec<Incoming>,
     prepared: Prepared,
     last_seq: i64,
     permit: OwnedSemaphorePermit,
+}
+
+impl PreparedBatch {
+    /// Takes in the batch prepared after this one.
+    fn absorb(&mut self, later: PreparedBatch) {
+        self.msgs.extend(later.msgs);
+        self.prepared.append(later.prepared);
+        self.last_seq = later.last_seq;
+        self.permit.merge(later.permit);
+    }
+}
+
+/// The next item from `rx` with what else is already waiting absorbed into it while `room`
+/// allows; `None` once `rx` closes or `stop` changes.
+async fn take_ready<T>(
+    rx: &mut mpsc::Receiver<T>,
+    stop: &mut watch::Receiver<bool>,
+    room: impl Fn(&T) -> bool,
+    absorb: impl Fn(&mut T, T),
+) -> Option<T> {
+    let mut first = tokio::select! {
+        m = rx.recv() => m?,
+        _ = stop.changed() => return None,
+    };
+    while room(&first) {
+        match rx.try_recv() {
+            Ok(more) => absorb(&mut first, more),
+            Err(_) => break,
+        }
+    }
+    Some(first)
 }
 
 /// Most acknowledged messages waiting in memory to be stored. When verification and the store
@@ -186,30 +226,22 @@ pub async fn run_subscriber(
     tokio::spawn(feed);
     let mut stop = stop;
     loop {
-        let PreparedBatch {
-            mut msgs,
-            mut prepared,
-            mut last_seq,
-            mut permit,
-        } = tokio::select! {
-            b = prepared_rx.recv() => match b {
-                Some(b) => b,
-                None => return,
-            },
-            _ = stop.changed() => return,
-        };
         // Whatever else is verified joins this store: one sync to disk for all of them.
-        while msgs.len() < HELD_IN_MEMORY {
-            match prepared_rx.try_recv() {
-                Ok(more) => {
-                    msgs.extend(more.msgs);
-                    prepared.append(more.prepared);
-                    last_seq = more.last_seq;
-                    permit.merge(more.permit);
-                }
-                Err(_) => break,
-            }
-        }
+        let Some(PreparedBatch {
+            msgs,
+            mut prepared,
+            last_seq,
+            permit,
+        }) = take_ready(
+            &mut prepared_rx,
+            &mut stop,
+            |b| b.msgs.len() < HELD_IN_MEMORY,
+            PreparedBatch::absorb,
+        )
+        .await
+        else {
+            return;
+        };
         // The messages are acknowledged already (the inbox holds them), so a store that fails
         // is tried again, these messages before any later ones.
         let mut attempt = 0u32;
@@ -319,27 +351,20 @@ async fn prepare_batches(
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        let Held {
-            mut msgs,
-            mut last_seq,
-            mut permit,
-        } = tokio::select! {
-            m = rx.recv() => match m {
-                Some(m) => m,
-                None => return,
-            },
-            _ = stop.changed() => return,
+        let Some(Held {
+            msgs,
+            last_seq,
+            permit,
+        }) = take_ready(
+            &mut rx,
+            &mut stop,
+            |h| h.msgs.len() < APPEND_MAX,
+            Held::absorb,
+        )
+        .await
+        else {
+            return;
         };
-        while msgs.len() < APPEND_MAX {
-            match rx.try_recv() {
-                Ok(more) => {
-                    msgs.extend(more.msgs);
-                    last_seq = more.last_seq;
-                    permit.merge(more.permit);
-                }
-                Err(_) => break,
-            }
-        }
         let prepared = gateway.prepare(&msgs).await;
         let batch = PreparedBatch {
             msgs,
