@@ -579,7 +579,7 @@ async fn spawn_gateway(
         )
         .await
         .map_err(|e| anyhow::anyhow!(e))?
-        .with_writer(writer, &store_path),
+        .with_writer(writer),
     );
     let inbox = iot_gateway::inbox::Inbox::open(&cfg.data_dir.join("gateway.inbox.db"))
         .await

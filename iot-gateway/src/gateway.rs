@@ -284,9 +284,6 @@ pub struct Gateway {
     db: DatabaseConnection,
     /// Every write goes through this connection: `db` unless [`Gateway::with_writer`] set one.
     writer: DatabaseConnection,
-    /// The store's file when `writer` commits without syncing ([`store::open_writer`]):
-    /// [`Gateway::sync_store`] syncs it.
-    synced_on_demand: Option<std::path::PathBuf>,
     chain: Arc<dyn Chain>,
     sig: SigAlg,
     hash: HashAlg,
@@ -375,7 +372,6 @@ impl Gateway {
             .set(unbatched as i64 + in_pending.unwrap_or(0));
         let g = Self {
             writer: db.clone(),
-            synced_on_demand: None,
             db,
             chain,
             sig,
@@ -393,26 +389,12 @@ impl Gateway {
         Ok(g)
     }
 
-    /// Writes through `writer`, one connection of its own to the store at `path`
+    /// Writes through `writer`, one connection of its own to the same store
     /// ([`store::open_writer`]), so that its page cache survives from one write to the next
-    /// (SQLite drops a connection's cache whenever another connection wrote). Its commits are
-    /// made durable by [`Gateway::sync_store`].
-    pub fn with_writer(mut self, writer: DatabaseConnection, path: &std::path::Path) -> Self {
+    /// (SQLite drops a connection's cache whenever another connection wrote).
+    pub fn with_writer(mut self, writer: DatabaseConnection) -> Self {
         self.writer = writer;
-        self.synced_on_demand = Some(path.to_path_buf());
         self
-    }
-
-    /// Makes every store commit so far durable (see [`store::sync_wal`]). Nothing to do when
-    /// each commit syncs by itself (no [`Gateway::with_writer`]).
-    pub async fn sync_store(&self) -> Result<(), DbErr> {
-        let Some(path) = self.synced_on_demand.clone() else {
-            return Ok(());
-        };
-        tokio::task::spawn_blocking(move || store::sync_wal(&path))
-            .await
-            .map_err(|e| DbErr::Custom(format!("syncing the store: {e}")))?
-            .map_err(|e| DbErr::Custom(format!("syncing the store's log: {e}")))
     }
 
     /// Reloads the device registry from the chain (registrations, bindings, revocations).
@@ -786,9 +768,6 @@ impl Gateway {
             .exec(&txn)
             .await?;
         txn.commit().await?;
-        // On disk before its root can be anchored: a batch closed again after a power cut
-        // could hold other messages under the same id.
-        self.sync_store().await?;
         Ok(Some(id))
     }
 
@@ -860,7 +839,6 @@ impl Gateway {
                 .exec(&self.writer)
                 .await
                 .map_err(|e| e.to_string())?;
-            self.sync_store().await.map_err(|e| e.to_string())?;
             self.metrics.batches_anchored.inc();
             self.metrics.messages_anchored.inc_by(rows.len() as u64);
             self.metrics.outbox.dec_by(rows.len() as i64);

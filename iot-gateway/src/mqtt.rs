@@ -186,7 +186,6 @@ pub async fn run_subscriber(
     let processed = Arc::new(AtomicI64::new(0));
     tokio::spawn(release_inbox(
         inbox.clone(),
-        gateway.clone(),
         processed.clone(),
         stop.clone(),
     ));
@@ -382,7 +381,6 @@ async fn prepare_batches(
 /// Every quarter second, forgets the inbox's messages that are stored (or refused for good).
 async fn release_inbox(
     inbox: Arc<Inbox>,
-    gateway: Arc<Gateway>,
     processed: Arc<AtomicI64>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -394,12 +392,6 @@ async fn release_inbox(
         }
         let through = processed.load(Ordering::SeqCst);
         if through > released {
-            // The store's commits up to `through` reach the disk first: until then the inbox
-            // is what keeps those messages through a power cut.
-            if let Err(e) = gateway.sync_store().await {
-                tracing::warn!("syncing the gateway's store: {e}");
-                continue;
-            }
             match inbox.release(through).await {
                 Ok(()) => released = through,
                 Err(e) => tracing::warn!("releasing stored messages from the inbox: {e}"),

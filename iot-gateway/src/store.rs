@@ -288,36 +288,8 @@ pub async fn open(path: &std::path::Path) -> Result<DatabaseConnection, DbErr> {
 /// writes alone (see [`crate::gateway::Gateway::with_writer`]). SQLite drops a connection's
 /// page cache whenever another connection wrote: writes spread over the pool re-read their
 /// index pages every time, one kept connection keeps them.
-///
-/// Its commits do not wait for the disk (`synchronous = NORMAL`: they survive the process
-/// being killed, not yet a power cut); [`sync_wal`] makes everything committed so far durable.
-/// The gateway calls it before it forgets stored messages from its inbox (which holds them
-/// durably until then) and after closing or anchoring a batch, so a store no longer costs a
-/// sync to disk of its own per batch of messages.
 pub async fn open_writer(path: &std::path::Path) -> Result<DatabaseConnection, DbErr> {
-    connect_with(path, 1, STORE_CACHE_KIB, Durability::OnSync).await
-}
-
-/// Makes every commit to the store at `path` so far durable: syncs its write-ahead log to disk.
-/// (Commits the log no longer holds were copied into the database file by a checkpoint, and
-/// SQLite syncs the database file before it starts the log over.)
-pub fn sync_wal(path: &std::path::Path) -> std::io::Result<()> {
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    match std::fs::File::open(std::path::PathBuf::from(wal)) {
-        Ok(f) => f.sync_all(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-/// When a commit is on disk.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Durability {
-    /// At the commit (`synchronous = FULL`).
-    AtCommit,
-    /// At the next [`sync_wal`] or checkpoint (`synchronous = NORMAL`).
-    OnSync,
+    connect(path, 1, STORE_CACHE_KIB).await
 }
 
 /// `cache_kib`: SQLite's page cache per connection.
@@ -325,15 +297,6 @@ pub(crate) async fn connect(
     path: &std::path::Path,
     connections: u32,
     cache_kib: u32,
-) -> Result<DatabaseConnection, DbErr> {
-    connect_with(path, connections, cache_kib, Durability::AtCommit).await
-}
-
-async fn connect_with(
-    path: &std::path::Path,
-    connections: u32,
-    cache_kib: u32,
-    durability: Durability,
 ) -> Result<DatabaseConnection, DbErr> {
     use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
     let mut opts = sea_orm::ConnectOptions::new(format!("sqlite://{}?mode=rwc", path.display()));
@@ -343,10 +306,7 @@ async fn connect_with(
         .acquire_timeout(std::time::Duration::from_secs(30))
         .map_sqlx_sqlite_opts(move |o| {
             o.journal_mode(SqliteJournalMode::Wal)
-                .synchronous(match durability {
-                    Durability::AtCommit => SqliteSynchronous::Full,
-                    Durability::OnSync => SqliteSynchronous::Normal,
-                })
+                .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(std::time::Duration::from_secs(30))
                 .create_if_missing(true)
                 .pragma("temp_store", "memory")
@@ -379,62 +339,4 @@ pub async fn checkpoint(db: &DatabaseConnection) -> Result<(), DbErr> {
             .await?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use sea_orm::{ActiveValue::Set, EntityTrait};
-
-    fn reading(i: i64) -> iot_reading::ActiveModel {
-        iot_reading::ActiveModel {
-            reading_key: Set(format!("did:key:z{i}#1")),
-            device: Set(format!("did:key:z{i}")),
-            seq: Set(1),
-            channel: Set("readings".into()),
-            time_ms: Set(1_000 + i),
-            received_ms: Set(1_000 + i),
-            org: Set("org".into()),
-            envelope: Set(format!("{{\"n\":{i}}}")),
-            ..Default::default()
-        }
-    }
-
-    #[tokio::test]
-    async fn the_writer_commits_without_syncing_and_sync_wal_syncs_its_log() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("gateway.db");
-        // No store yet: nothing to sync is not an error.
-        sync_wal(&path).expect("sync without a log");
-
-        let db = open(&path).await.expect("open");
-        let writer = open_writer(&path).await.expect("writer");
-        let mode: Option<i32> = sea_orm::ConnectionTrait::query_one_raw(
-            &writer,
-            sea_orm::Statement::from_string(sea_orm::DbBackend::Sqlite, "PRAGMA synchronous"),
-        )
-        .await
-        .expect("pragma")
-        .and_then(|r| r.try_get_by_index(0).ok());
-        // 1 = NORMAL: commits wait for no sync to disk; `sync_wal` does it for them.
-        assert_eq!(mode, Some(1));
-        iot_reading::Entity::insert_many((0..3).map(reading))
-            .exec_without_returning(&writer)
-            .await
-            .expect("insert");
-        let mut wal = path.as_os_str().to_owned();
-        wal.push("-wal");
-        assert!(
-            std::path::Path::new(&wal).exists(),
-            "the write is in the log"
-        );
-        sync_wal(&path).expect("sync");
-        // Readers of the shared pool see the writer's commits.
-        let n = iot_reading::Entity::find()
-            .all(&db)
-            .await
-            .expect("read")
-            .len();
-        assert_eq!(n, 3);
-    }
 }
