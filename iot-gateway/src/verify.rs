@@ -49,8 +49,9 @@ pub struct StagedMessage {
 
 pub type Staged = Result<StagedMessage, Reject>;
 
-/// Fewest signatures one thread verifies as a batch.
-const MIN_VERIFY_CHUNK: usize = 16;
+/// Fewest signatures one thread verifies as a batch: as many as the chain's own batches, whose
+/// cost per signature is about 30 % lower than at 64 (see `chain_core::crypto::verify_batch`).
+const MIN_VERIFY_CHUNK: usize = 128;
 
 /// Step 2: every staged signature at once (batched, over all cores); needs no verifier state.
 pub fn verify_staged(staged: &mut [Staged]) {
@@ -64,9 +65,11 @@ pub fn verify_staged(staged: &mut [Staged]) {
                 sig: &s.signed.signature,
             })
             .collect();
-        // The broker lets a session hold only so many unacknowledged messages (rumqttd: 100),
-        // so the batches here are small and the rate is that window over the time each takes:
-        // every core works on even a small batch.
+        // Messages are acknowledged once they are in the inbox, before they get here, so a
+        // batch's verification is off the path the broker waits on: up to 128 messages are
+        // verified by one thread at the lower cost per signature, while the other
+        // cores store the batch before, run the broker client and anchor. Larger backlogs
+        // still spread over every core.
         verify_batch_in_chunks_of_at_least(&items, MIN_VERIFY_CHUNK)
     };
     for (s, ok) in staged
