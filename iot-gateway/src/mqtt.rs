@@ -117,25 +117,26 @@ impl PreparedBatch {
     }
 }
 
-/// The next item from `rx` with what else is already waiting absorbed into it while `room`
-/// allows; `None` once `rx` closes or `stop` changes.
-async fn take_ready<T>(
+/// The next item from `rx` (made into a batch by `start`) with what else is already waiting
+/// absorbed into it while `room` allows; `None` once `rx` closes or `stop` changes.
+async fn take_ready<T, B>(
     rx: &mut mpsc::Receiver<T>,
     stop: &mut watch::Receiver<bool>,
-    room: impl Fn(&T) -> bool,
-    absorb: impl Fn(&mut T, T),
-) -> Option<T> {
-    let mut first = tokio::select! {
-        m = rx.recv() => m?,
+    start: impl FnOnce(T) -> B,
+    room: impl Fn(&B) -> bool,
+    absorb: impl Fn(&mut B, T),
+) -> Option<B> {
+    let mut batch = tokio::select! {
+        m = rx.recv() => start(m?),
         _ = stop.changed() => return None,
     };
-    while room(&first) {
+    while room(&batch) {
         match rx.try_recv() {
-            Ok(more) => absorb(&mut first, more),
+            Ok(more) => absorb(&mut batch, more),
             Err(_) => break,
         }
     }
-    Some(first)
+    Some(batch)
 }
 
 /// Most acknowledged messages waiting in memory to be stored. When verification and the store
@@ -235,6 +236,7 @@ pub async fn run_subscriber(
         }) = take_ready(
             &mut prepared_rx,
             &mut stop,
+            |b| b,
             |b| b.msgs.len() < HELD_IN_MEMORY,
             PreparedBatch::absorb,
         )
@@ -279,20 +281,17 @@ async fn append_to_inbox(
 ) {
     let mut dropped_connection = 0u64;
     loop {
-        let first = tokio::select! {
-            m = rx.recv() => match m {
-                Some(m) => m,
-                None => return,
-            },
-            _ = stop.changed() => return,
+        let Some(mut received) = take_ready(
+            &mut rx,
+            &mut stop,
+            |m| vec![m],
+            |r| r.len() < APPEND_MAX,
+            Vec::push,
+        )
+        .await
+        else {
+            return;
         };
-        let mut received = vec![first];
-        while received.len() < APPEND_MAX {
-            match rx.try_recv() {
-                Ok(m) => received.push(m),
-                Err(_) => break,
-            }
-        }
         received.retain(|m| m.connection > dropped_connection);
         if received.is_empty() {
             continue;
@@ -358,6 +357,7 @@ async fn prepare_batches(
         }) = take_ready(
             &mut rx,
             &mut stop,
+            |h| h,
             |h| h.msgs.len() < APPEND_MAX,
             Held::absorb,
         )
