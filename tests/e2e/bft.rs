@@ -32,16 +32,6 @@ const NODES: usize = 4;
 /// other's consensus timeouts.
 pub(crate) static ONE_NETWORK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn free_ports(n: usize) -> Vec<u16> {
-    // Hold all listeners until every port is chosen, so the ports are distinct.
-    let ls: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    ls.iter()
-        .map(|l| l.local_addr().expect("addr").port())
-        .collect()
-}
-
 fn trellis() -> Command {
     let mut c = Command::new(BIN);
     c.env("TRELLIS_PASSPHRASE", PASS)
@@ -301,7 +291,7 @@ fn genesis_set(dir: &Path) -> ValidatorSet {
 fn create_net(tmp: &Path, validators: usize, observers: usize) -> Net {
     let dir = tmp.join("net");
     let total = validators + observers;
-    let ports = free_ports(2 * total);
+    let ports = crate::common::free_ports(2 * total);
     let api: Vec<u16> = ports[..total].to_vec();
     let p2p: Vec<u16> = ports[total..].to_vec();
     let out = trellis()

@@ -303,3 +303,38 @@ pub fn url_key(key: &str) -> String {
         })
         .collect()
 }
+
+/// Ports for servers that tests start (node processes, embedded brokers), distinct within this
+/// test binary. They come from below the kernel's ephemeral range (32768–60999 on Linux): a port
+/// picked by binding port 0 and then released can be handed out again, before the server binds
+/// it, as the local port of any outgoing connection — another test's HTTP client — and the
+/// server then fails to start. Ports below that range are only ever taken by an explicit bind;
+/// each candidate is checked by binding it, so one a service already holds is skipped.
+pub(crate) fn free_ports(n: usize) -> Vec<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const LAST: u32 = 32_000;
+    // Apart per process, so that two test binaries running at once rarely meet.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = FIRST + (std::process::id() % 60) * 200;
+    let mut ports = Vec::with_capacity(n);
+    for _ in 0..(LAST - FIRST) {
+        if ports.len() == n {
+            break;
+        }
+        let port = (base - FIRST + NEXT.fetch_add(1, Ordering::Relaxed)) % (LAST - FIRST) + FIRST;
+        let Ok(port) = u16::try_from(port) else {
+            continue;
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+        }
+    }
+    assert_eq!(ports.len(), n, "no free ports left in {FIRST}..{LAST}");
+    ports
+}
+
+/// One port, as [`free_ports`].
+pub(crate) fn free_port() -> u16 {
+    free_ports(1)[0]
+}

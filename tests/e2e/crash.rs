@@ -18,11 +18,6 @@ use serde_json::{Value, json};
 const BIN: &str = env!("CARGO_BIN_EXE_trellis");
 const PASS: &str = "crash-test-passphrase";
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 fn trellis(dir: &Path, db_url: &str) -> Command {
     let mut c = Command::new(BIN);
     c.arg("--data-dir")
@@ -170,7 +165,7 @@ async fn kill_minus_nine_under_load_loses_no_acknowledged_transaction() {
     let mut seed = now_ms();
 
     for cycle in 0..cycles {
-        let port = free_port();
+        let port = crate::common::free_port();
         let url = format!("http://127.0.0.1:{port}");
         let mut child = start(dir.path(), &db_url, port);
         wait_healthy(&client, &url).await;
@@ -202,7 +197,7 @@ async fn kill_minus_nine_under_load_loses_no_acknowledged_transaction() {
     }
 
     // Final restart: everything acknowledged must get committed, exactly once.
-    let port = free_port();
+    let port = crate::common::free_port();
     let url = format!("http://127.0.0.1:{port}");
     let mut child = start(dir.path(), &db_url, port);
     wait_healthy(&client, &url).await;

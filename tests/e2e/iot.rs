@@ -414,7 +414,7 @@ async fn mqtt_round_trip(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_readings_reach_the_chain_through_the_embedded_broker_and_mosquitto() {
     let (node, probe, _revoked) = setup().await;
-    let port = crate::web::free_port();
+    let port = crate::common::free_port();
     iot_gateway::mqtt::start_embedded_broker(format!("127.0.0.1:{port}").parse().expect("addr"))
         .await
         .expect("embedded broker");
@@ -600,7 +600,7 @@ async fn the_outbox_keeps_readings_while_the_node_is_away() {
 async fn the_simulator_drives_the_gateway_with_good_and_bad_readings() {
     use iot_gateway::sim::{SimConfig, publish, register};
     let (node, _probe, _revoked) = setup().await;
-    let port = crate::web::free_port();
+    let port = crate::common::free_port();
     iot_gateway::mqtt::start_embedded_broker(format!("127.0.0.1:{port}").parse().expect("addr"))
         .await
         .expect("broker");
@@ -720,7 +720,7 @@ async fn a_gateway_killed_mid_stream_anchors_every_reading_exactly_once() {
             crate::web::PASS,
         )
         .expect("save gateway key");
-    let port = crate::web::free_port();
+    let port = crate::common::free_port();
     iot_gateway::mqtt::start_embedded_broker(format!("127.0.0.1:{port}").parse().expect("addr"))
         .await
         .expect("broker");

@@ -7,7 +7,6 @@
 //! Needs `chromium` and `chromium-driver` (Debian); `./scripts/test` installs them. Screenshots
 //! of every page go to `target/screenshots/`.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,13 +19,6 @@ use serde_json::{Value, json};
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_trellis");
 pub(crate) const PASS: &str = "web-test-passphrase";
-
-pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 pub(crate) fn screenshot_dir() -> PathBuf {
     let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
@@ -60,8 +52,8 @@ impl NodeProc {
     pub(crate) async fn start_with(flags: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let db_url = crate::common::fresh_database(dir.path()).await;
-        let port = free_port();
-        let mqtt_port = free_port();
+        let port = crate::common::free_port();
+        let mqtt_port = crate::common::free_port();
         let log = std::fs::File::create(dir.path().join("node.log")).expect("log");
         let child = Command::new(BIN)
             .arg("--data-dir")
@@ -217,7 +209,7 @@ impl Browser {
             .expect("chromium is not installed: run ./scripts/test, which installs it");
         let driver_bin = find_exe(&["chromedriver"])
             .expect("chromedriver is not installed: run ./scripts/test, which installs it");
-        let port = free_port();
+        let port = crate::common::free_port();
         let driver = Command::new(driver_bin)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
